@@ -1,0 +1,100 @@
+"""Drover's own commands as child processes (the lab, workers), for tests and the demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from lab.labfile import wait_for_lab_json
+from shared.errors import ServiceError
+
+LAB_START_TIMEOUT_S = 120.0
+WORKER_START_TIMEOUT_S = 60.0
+STOP_GRACE_S = 20.0
+
+
+def drover_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "orchestrator.cli", *args]
+
+
+def start_drover(args: list[str], log_file: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        return subprocess.Popen(
+            drover_command(*args),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL the whole process group after a grace period."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            pass
+    _kill_group(process.pid)
+    process.wait()
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@contextmanager
+def lab_process(state_dir: Path, *extra: str) -> Iterator[dict[str, Any]]:
+    """`drover lab up` as a child process; yields the lab.json document."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = state_dir.parent / f"{state_dir.name}-lab.log"
+    process = start_drover(["lab", "up", "--state-dir", str(state_dir), *extra], log)
+    try:
+        yield wait_for_lab_json(state_dir, LAB_START_TIMEOUT_S, lambda: process.poll() is None)
+    except Exception as e:
+        raise ServiceError(f"{e}; the lab's log is {log}") from e
+    finally:
+        stop_process(process)
+
+
+@contextmanager
+def worker_process(
+    redis_url: str, log_file: Path, queues: str = "drover.default", concurrency: int = 1
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`drover worker` as a child process, returned once it answers a ping."""
+    env = {"DROVER_REDIS_URL": redis_url, "DROVER_LOG__FORMAT": "json"}
+    args = ["worker", "--queues", queues, "--concurrency", str(concurrency)]
+    process = start_drover(args, log_file, env)
+    try:
+        wait_for_worker(redis_url, queues.split(",")[0], process)
+        yield process
+    finally:
+        stop_process(process)
+
+
+def wait_for_worker(redis_url: str, queue: str, process: subprocess.Popen[bytes]) -> None:
+    from shared.settings import load_settings
+    from workers.app import create_app
+
+    app = create_app(load_settings(redis_url=redis_url))
+    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+    result = app.send_task("drover.health.ping", queue=queue)
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServiceError(f"the worker exited with {process.returncode} at start")
+        if result.ready():
+            return
+        time.sleep(0.1)
+    raise ServiceError(f"the worker did not answer in {WORKER_START_TIMEOUT_S:.0f} s")

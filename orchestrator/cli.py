@@ -1,0 +1,65 @@
+"""The `drover` command line.
+
+Sub-commands that live outside the product (the lab, the demo, benchmarks) plug in
+through the `drover.commands` entry-point group, so product code never imports them.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import entry_points
+from typing import Any
+
+import click
+
+from shared.errors import DroverError
+from shared.logging import configure_logging
+from shared.settings import get_settings
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class DroverGroup(click.Group):
+    """Turns DroverError into a one-line message instead of a stack trace."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DroverError as e:
+            click.echo(f"drover: error: {e}", err=True)
+            sys.exit(EXIT_FAILURE)
+        except KeyboardInterrupt:
+            click.echo("drover: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=DroverGroup)
+@click.version_option(package_name="drover")
+def cli() -> None:
+    """Drover: backups of oVirt / OLVM / RHV virtual machines by a fleet of Celery workers."""
+    configure_logging(get_settings().log)
+
+
+@cli.command()
+@click.option("--queues", default="", help="Comma-separated queues (default: all central ones).")
+@click.option("--concurrency", type=int, default=None, help="Worker processes (default: settings).")
+def worker(queues: str, concurrency: int | None) -> None:
+    """Run a Celery worker of the fleet."""
+    from workers.start import run_worker
+
+    run_worker(get_settings(), [q for q in queues.split(",") if q], concurrency)
+
+
+def _load_plugins() -> None:
+    for entry in entry_points(group="drover.commands"):
+        cli.add_command(entry.load(), entry.name)
+
+
+def main() -> None:
+    _load_plugins()
+    cli(prog_name="drover")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""The Celery app: one place for the broker, the result backend and task behaviour.
+
+Tasks are long and idempotent, so a message is acknowledged only after its task ends
+and is re-delivered when a worker dies (late acks, reject on worker lost). Transfer
+workers take one message at a time (prefetch 1) so a slow disk never holds back others.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from shared.settings import Settings, get_settings
+
+TASK_MODULES = ["workers.tasks.health"]
+
+
+def celery_config(settings: Settings) -> dict[str, object]:
+    visibility_s = settings.worker.visibility_timeout_s
+    return {
+        "broker_url": settings.effective_broker_url,
+        "result_backend": settings.redis_url,
+        "broker_transport_options": {"visibility_timeout": visibility_s},
+        "result_backend_transport_options": {"visibility_timeout": visibility_s},
+        "broker_connection_retry_on_startup": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "task_time_limit": settings.worker.task_time_limit_s,
+        "task_soft_time_limit": settings.worker.task_time_limit_s - 60,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_expires": 7 * 24 * 3600,
+        "task_track_started": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "task_default_queue": "drover.default",
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    app = Celery("drover", include=TASK_MODULES)
+    app.config_from_object(celery_config(settings or get_settings()))
+    return app
+
+
+app = create_app()

@@ -1,0 +1,13 @@
+"""A task every worker answers, used to check that the fleet is reachable."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from workers.app import app
+
+
+@app.task(name="drover.health.ping")
+def ping() -> dict[str, object]:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
