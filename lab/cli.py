@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from shared.errors import ConfigError
 from shared.units import parse_size
 
 
@@ -16,7 +17,10 @@ class SizeParam(click.ParamType):
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
-        return parse_size(str(value))
+        try:
+            return parse_size(str(value))
+        except ConfigError as e:
+            self.fail(str(e), param, ctx)
 
 
 SIZE = SizeParam()
