@@ -8,16 +8,16 @@ VM's devices goes through a `DataPlane` (`lab.hosts.dataplane.LabDataPlane`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol
 
 
-class VolumeFormat(str, Enum):
+class VolumeFormat(StrEnum):
     RAW = "raw"
     COW = "cow"  # qcow2
 
 
-class DomainKind(str, Enum):
+class DomainKind(StrEnum):
     FILE = "file"  # NFS-like, mounted under <mount_root>/<server>:_<path>/
     GLUSTER = "gluster"  # mounted under <mount_root>/glusterSD/<server>:_<volume>/
     BLOCK = "block"  # logical volumes in a VG named after the domain id

@@ -35,10 +35,14 @@ def demo_command(modes: str, as_json: bool, state_dir: Path | None) -> None:
     wanted = [m for m in modes.split(",") if m]
     unknown = sorted(set(wanted) - set(MODES))
     if unknown:
-        raise DroverError(f"mode(s) {', '.join(unknown)} are not available in this build",
-                          hint=f"choose from: {', '.join(MODES) or 'none yet'}")
+        raise DroverError(
+            f"mode(s) {', '.join(unknown)} are not available in this build",
+            hint=f"choose from: {', '.join(MODES) or 'none yet'}",
+        )
     with ExitStack() as stack:
-        root = state_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="drover-demo-")))
+        root = state_dir or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="drover-demo-"))
+        )
         report = _run(root, stack, as_json)
     _print(report, as_json)
     if not report["ok"]:
@@ -61,8 +65,12 @@ def _run(root: Path, stack: ExitStack, quiet: bool) -> dict[str, Any]:
 
 
 def _connect(engine: dict[str, Any]) -> sdk.Connection:
-    return sdk.Connection(url=engine["url"], username=engine["username"],
-                          password=engine["password"], ca_file=engine["ca_file"])
+    return sdk.Connection(
+        url=engine["url"],
+        username=engine["username"],
+        password=engine["password"],
+        ca_file=engine["ca_file"],
+    )
 
 
 def _snapshot_round_trip(connection: sdk.Connection, vm: types.Vm) -> dict[str, Any]:
@@ -93,7 +101,9 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         click.echo(json.dumps(report, indent=2))
         return
     for vm in report["vms"]:
-        click.echo(f"{vm['vm']:<28} snapshot round trip {'ok' if vm['ok'] else 'FAILED'} "
-                   f"({vm['seconds']} s)")
+        click.echo(
+            f"{vm['vm']:<28} snapshot round trip {'ok' if vm['ok'] else 'FAILED'} "
+            f"({vm['seconds']} s)"
+        )
     click.echo(f"leftovers on the engine: {report['leftovers']}")
     click.echo("demo " + ("succeeded" if report["ok"] else "FAILED"))

@@ -7,7 +7,10 @@ from typing import Any
 import ovirtsdk4.types as types
 
 ACTIVE_SNAPSHOT = types.SnapshotType.ACTIVE
-FINISHED_TRANSFER = {types.ImageTransferPhase.FINISHED_SUCCESS, types.ImageTransferPhase.FINISHED_FAILURE}
+FINISHED_TRANSFER = {
+    types.ImageTransferPhase.FINISHED_SUCCESS,
+    types.ImageTransferPhase.FINISHED_FAILURE,
+}
 FINISHED_BACKUP = {types.BackupPhase.SUCCEEDED, types.BackupPhase.FAILED}
 
 
@@ -18,7 +21,9 @@ def count_leftovers(connection: Any, proxy_tag: str = "drover-proxy") -> dict[st
     return {
         "snapshots": sum(_extra_snapshots(vms_service, vm) for vm in vms),
         "image_transfers": _open_transfers(system),
-        "disk_attachments": sum(_foreign_attachments(vms_service, vm) for vm in _proxies(vms, proxy_tag)),
+        "disk_attachments": sum(
+            _foreign_attachments(vms_service, vm) for vm in _proxies(vms, proxy_tag)
+        ),
         "backups": sum(_open_backups(vms_service, vm) for vm in vms),
     }
 

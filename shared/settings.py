@@ -98,7 +98,9 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as e:
-        raise ConfigError(f"invalid settings: {_summary(e)}", hint="check DROVER_* and the YAML file") from e
+        raise ConfigError(
+            f"invalid settings: {_summary(e)}", hint="check DROVER_* and the YAML file"
+        ) from e
 
 
 def _summary(error: ValidationError) -> str:

@@ -18,7 +18,9 @@ _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 def parse_size(text: str) -> int:
     match = _SIZE.match(text)
     if not match:
-        raise ConfigError(f"{text!r} is not a size", hint="write bytes or a size like 64K, 512MiB, 2G")
+        raise ConfigError(
+            f"{text!r} is not a size", hint="write bytes or a size like 64K, 512MiB, 2G"
+        )
     number, unit = match.groups()
     return int(number) * _MULTIPLIERS[unit.lower()]
 

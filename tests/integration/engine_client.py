@@ -99,7 +99,9 @@ def _try_remove(service: Any) -> bool:
 
 
 @contextmanager
-def image_transfer(connection: sdk.Connection, transfer: types.ImageTransfer) -> Iterator[types.ImageTransfer]:
+def image_transfer(
+    connection: sdk.Connection, transfer: types.ImageTransfer
+) -> Iterator[types.ImageTransfer]:
     transfers = connection.system_service().image_transfers_service()
     created = transfers.add(transfer)
     service = transfers.image_transfer_service(created.id)
@@ -126,14 +128,19 @@ def _finished(service: Any) -> bool:
 
 @contextmanager
 def vm_backup(
-    connection: sdk.Connection, vm: types.Vm, disks: list[types.Disk], from_checkpoint: str | None = None
+    connection: sdk.Connection,
+    vm: types.Vm,
+    disks: list[types.Disk],
+    from_checkpoint: str | None = None,
 ) -> Iterator[types.Backup]:
     backups = connection.system_service().vms_service().vm_service(vm.id).backups_service()
     backup = backups.add(
         types.Backup(disks=[types.Disk(id=d.id) for d in disks], from_checkpoint_id=from_checkpoint)
     )
     service = backups.backup_service(backup.id)
-    ready = wait_for(lambda: (b := service.get()).phase == types.BackupPhase.READY and b, "backup READY")
+    ready = wait_for(
+        lambda: (b := service.get()).phase == types.BackupPhase.READY and b, "backup READY"
+    )
     try:
         yield ready
     finally:
@@ -142,15 +149,33 @@ def vm_backup(
 
 
 def download(lab: dict[str, Any], transfer: types.ImageTransfer, path: Path, **kwargs: Any) -> Path:
-    imageio.download(transfer.transfer_url, str(path), lab["engine"]["ca_file"], fmt="raw", **kwargs)
+    imageio.download(
+        transfer.transfer_url, str(path), lab["engine"]["ca_file"], fmt="raw", **kwargs
+    )
     return path
 
 
 def lab_write(lab: dict[str, Any], vm: str, disk: int, offset: int, length: int) -> None:
     subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "lab", "write", "--state-dir", lab["state_dir"],
-         "--vm", vm, "--disk", str(disk), "--offset", str(offset), "--length", str(length)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "lab",
+            "write",
+            "--state-dir",
+            lab["state_dir"],
+            "--vm",
+            vm,
+            "--disk",
+            str(disk),
+            "--offset",
+            str(offset),
+            "--length",
+            str(length),
+        ],
+        check=True,
+        capture_output=True,
     )
 
 

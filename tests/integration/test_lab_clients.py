@@ -42,7 +42,9 @@ def connection(lab: dict[str, Any]) -> Any:
         yield conn
 
 
-def volume_path(lab: dict[str, Any], domain: types.StorageDomain, disk_id: str, volume_id: str) -> Path:
+def volume_path(
+    lab: dict[str, Any], domain: types.StorageDomain, disk_id: str, volume_id: str
+) -> Path:
     """Where a host sees a file-domain volume (<mount_root>/<server:_path>/<sd>/images/...)."""
     mount_root = Path(lab["hosts"][0]["mount_root"])
     hits = list(mount_root.glob(f"**/{domain.id}/images/{disk_id}/{volume_id}"))
@@ -100,8 +102,11 @@ def test_malformed_body_is_a_bad_request_fault(lab: dict[str, Any], connection: 
     response = httpx.post(
         lab["engine"]["url"] + "/vms",
         content=b"<vm><name>broken",
-        headers={"Authorization": f"Bearer {connection.authenticate()}",
-                 "Content-Type": "application/xml", "Version": "4"},
+        headers={
+            "Authorization": f"Bearer {connection.authenticate()}",
+            "Content-Type": "application/xml",
+            "Version": "4",
+        },
         verify=lab["engine"]["ca_file"],
     )
     assert response.status_code == 400
@@ -130,9 +135,12 @@ def test_full_and_incremental_backup(lab: dict[str, Any], connection: Any, tmp_p
     index = [d.id for d in vm_disks(connection, vm)].index(disk.id)
 
     with vm_backup(connection, vm, [disk]) as full:
-        spec = types.ImageTransfer(disk=types.Disk(id=disk.id), backup=types.Backup(id=full.id),
-                                   direction=types.ImageTransferDirection.DOWNLOAD,
-                                   format=types.DiskFormat.RAW)
+        spec = types.ImageTransfer(
+            disk=types.Disk(id=disk.id),
+            backup=types.Backup(id=full.id),
+            direction=types.ImageTransferDirection.DOWNLOAD,
+            format=types.DiskFormat.RAW,
+        )
         with image_transfer(connection, spec) as transfer:
             lab_write(lab, vm.name, index, offset=0, length=MiB)  # arrives during the backup
             image = download(lab, transfer, tmp_path / "full.raw")
@@ -142,10 +150,12 @@ def test_full_and_incremental_backup(lab: dict[str, Any], connection: Any, tmp_p
     offset, length = 5 * MiB + 4096, 100 * 1024
     lab_write(lab, vm.name, index, offset=offset, length=length)
     with vm_backup(connection, vm, [disk], from_checkpoint=full.to_checkpoint_id) as incremental:
-        spec = types.ImageTransfer(disk=types.Disk(id=disk.id),
-                                   backup=types.Backup(id=incremental.id),
-                                   direction=types.ImageTransferDirection.DOWNLOAD,
-                                   format=types.DiskFormat.RAW)
+        spec = types.ImageTransfer(
+            disk=types.Disk(id=disk.id),
+            backup=types.Backup(id=incremental.id),
+            direction=types.ImageTransferDirection.DOWNLOAD,
+            format=types.DiskFormat.RAW,
+        )
         with image_transfer(connection, spec) as transfer:
             client = imageio.ImageioClient(transfer.transfer_url, cafile=lab["engine"]["ca_file"])
             dirty = [e for e in client.extents("dirty") if e.dirty]
@@ -178,45 +188,70 @@ def _apply_extents(client: Any, extents: list[Any], image: Path) -> None:
 
 def test_upload_into_a_new_disk(lab: dict[str, Any], connection: Any, tmp_path: Path) -> None:
     system = connection.system_service()
-    nfs = next(sd for sd in system.storage_domains_service().list()
-               if sd.storage.type == types.StorageType.NFS)
-    disk = system.disks_service().add(types.Disk(
-        name="uploaded", format=types.DiskFormat.COW, provisioned_size=16 * MiB, sparse=True,
-        storage_domains=[types.StorageDomain(id=nfs.id)]))
+    nfs = next(
+        sd
+        for sd in system.storage_domains_service().list()
+        if sd.storage.type == types.StorageType.NFS
+    )
+    disk = system.disks_service().add(
+        types.Disk(
+            name="uploaded",
+            format=types.DiskFormat.COW,
+            provisioned_size=16 * MiB,
+            sparse=True,
+            storage_domains=[types.StorageDomain(id=nfs.id)],
+        )
+    )
     wait_disk_ok(connection, disk.id)
     source = tmp_path / "source.raw"
     with source.open("wb") as f:
         f.truncate(16 * MiB)
         f.seek(3 * MiB)
         f.write(bytes(range(256)) * 4096)
-    upload = types.ImageTransfer(disk=types.Disk(id=disk.id), format=types.DiskFormat.RAW,
-                                 direction=types.ImageTransferDirection.UPLOAD)
+    upload = types.ImageTransfer(
+        disk=types.Disk(id=disk.id),
+        format=types.DiskFormat.RAW,
+        direction=types.ImageTransferDirection.UPLOAD,
+    )
     with image_transfer(connection, upload) as transfer:
         imageio.upload(str(source), transfer.transfer_url, lab["engine"]["ca_file"])
-    back = types.ImageTransfer(disk=types.Disk(id=disk.id), format=types.DiskFormat.RAW,
-                               direction=types.ImageTransferDirection.DOWNLOAD)
+    back = types.ImageTransfer(
+        disk=types.Disk(id=disk.id),
+        format=types.DiskFormat.RAW,
+        direction=types.ImageTransferDirection.DOWNLOAD,
+    )
     with image_transfer(connection, back) as transfer:
         copy = download(lab, transfer, tmp_path / "copy.raw")
     assert sha256(copy) == sha256(source)
     system.disks_service().disk_service(disk.id).remove()
 
 
-def test_download_through_the_engine_proxy(lab: dict[str, Any], connection: Any, tmp_path: Path) -> None:
+def test_download_through_the_engine_proxy(
+    lab: dict[str, Any], connection: Any, tmp_path: Path
+) -> None:
     vm, disk = find_disk(connection, types.DiskFormat.RAW, types.StorageType.NFS)
     with snapshot(connection, vm) as snap:
-        spec = types.ImageTransfer(snapshot=types.DiskSnapshot(id=disk.image_id),
-                                   direction=types.ImageTransferDirection.DOWNLOAD,
-                                   format=types.DiskFormat.RAW)
+        spec = types.ImageTransfer(
+            snapshot=types.DiskSnapshot(id=disk.image_id),
+            direction=types.ImageTransferDirection.DOWNLOAD,
+            format=types.DiskFormat.RAW,
+        )
         with image_transfer(connection, spec) as transfer:
             assert transfer.proxy_url and transfer.proxy_url != transfer.transfer_url
-            imageio.download(transfer.proxy_url, str(tmp_path / "proxied.raw"),
-                             lab["engine"]["ca_file"], fmt="raw")
+            imageio.download(
+                transfer.proxy_url,
+                str(tmp_path / "proxied.raw"),
+                lab["engine"]["ca_file"],
+                fmt="raw",
+            )
         expected = volume_path(lab, domain_of(connection, disk), disk.id, disk.image_id)
         assert snap.snapshot_status == types.SnapshotStatus.OK
         assert sha256(tmp_path / "proxied.raw") == sha256(expected)
 
 
-def test_disk_snapshot_attached_to_a_proxy_vm(lab: dict[str, Any], connection: Any, tmp_path: Path) -> None:
+def test_disk_snapshot_attached_to_a_proxy_vm(
+    lab: dict[str, Any], connection: Any, tmp_path: Path
+) -> None:
     vm, disk = find_disk(connection, types.DiskFormat.COW, types.StorageType.NFS)
     vms = connection.system_service().vms_service()
     for proxy in vms.list(search="name=drover-proxy*"):
@@ -225,10 +260,16 @@ def test_disk_snapshot_attached_to_a_proxy_vm(lab: dict[str, Any], connection: A
         with snapshot(connection, vm) as snap:
             volume = volume_path(lab, domain_of(connection, disk), disk.id, disk.image_id)
             expected = sha256(guest_view(volume, tmp_path / f"{proxy.name}.raw"))
-            attachment = attachments.add(types.DiskAttachment(
-                disk=types.Disk(id=disk.id, snapshot=types.Snapshot(id=snap.id)),
-                interface=types.DiskInterface.VIRTIO_SCSI if scsi else types.DiskInterface.VIRTIO,
-                bootable=False, active=True))
+            attachment = attachments.add(
+                types.DiskAttachment(
+                    disk=types.Disk(id=disk.id, snapshot=types.Snapshot(id=snap.id)),
+                    interface=types.DiskInterface.VIRTIO_SCSI
+                    if scsi
+                    else types.DiskInterface.VIRTIO,
+                    bootable=False,
+                    active=True,
+                )
+            )
             name = f"scsi-0QEMU_QEMU_HARDDISK_{disk.id}" if scsi else f"virtio-{disk.id[:20]}"
             device = Path(lab["proxies_root"]) / proxy.name / "dev/disk/by-id" / name
             wait_for(device.exists, f"{device} to appear")
@@ -249,8 +290,14 @@ def test_read_a_block_volume_over_ssh(lab: dict[str, Any], connection: Any) -> N
     path = f"{host['mount_root']}/blockSD/{sd_id}/images/{disk.id}/{disk.image_id}"
     ssh = paramiko.SSHClient()
     ssh.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-    ssh.connect(host["address"], port=host["ssh_port"], username=host["ssh_user"],
-                key_filename=host["ssh_key"], look_for_keys=False, allow_agent=False)
+    ssh.connect(
+        host["address"],
+        port=host["ssh_port"],
+        username=host["ssh_user"],
+        key_filename=host["ssh_key"],
+        look_for_keys=False,
+        allow_agent=False,
+    )
     try:
         status, _ = _run(ssh, f"qemu-img info --output json {path}")
         assert status != 0, "an inactive logical volume must not be readable"
@@ -262,6 +309,7 @@ def test_read_a_block_volume_over_ssh(lab: dict[str, Any], connection: Any) -> N
         status, digest = _run(ssh, f"sha256sum {path}")
         _, stdout, _ = ssh.exec_command(f"cat {path}")
         import hashlib
+
         assert hashlib.sha256(stdout.read()).hexdigest() == digest.split()[0]
     finally:
         _run(ssh, f"lvchange -an {sd_id}/{disk.image_id}")

@@ -24,11 +24,16 @@ def test_stopping_the_lab_leaves_no_process_behind(tmp_path: Path) -> None:
     state = tmp_path / "state"
     with lab_process(state, "--vms", "4", "--disk-size", "64MiB") as lab, connect(lab) as conn:
         assert lab["engine"]["url"].startswith("https://")
-        assert {"name", "address", "ssh_port", "ssh_user", "ssh_key", "imageio_port"} <= set(lab["hosts"][0])
+        assert {"name", "address", "ssh_port", "ssh_user", "ssh_key", "imageio_port"} <= set(
+            lab["hosts"][0]
+        )
         _vm, disk = find_disk(conn, types.DiskFormat.COW, types.StorageType.NFS)
         transfers = conn.system_service().image_transfers_service()
-        transfer = transfers.add(types.ImageTransfer(
-            disk=types.Disk(id=disk.id), direction=types.ImageTransferDirection.DOWNLOAD))
+        transfer = transfers.add(
+            types.ImageTransfer(
+                disk=types.Disk(id=disk.id), direction=types.ImageTransferDirection.DOWNLOAD
+            )
+        )
         service = transfers.image_transfer_service(transfer.id)
         wait_for(lambda: service.get().phase == types.ImageTransferPhase.TRANSFERRING, "transfer")
         running = processes_mentioning(str(tmp_path))
@@ -40,13 +45,27 @@ def test_stopping_the_lab_leaves_no_process_behind(tmp_path: Path) -> None:
 
 
 def drover(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_lab_write_without_a_lab_says_what_to_do(tmp_path: Path) -> None:
-    result = drover("lab", "write", "--state-dir", str(tmp_path), "--vm", "vm1",
-                    "--offset", "0", "--length", "4K")
+    result = drover(
+        "lab",
+        "write",
+        "--state-dir",
+        str(tmp_path),
+        "--vm",
+        "vm1",
+        "--offset",
+        "0",
+        "--length",
+        "4K",
+    )
     assert result.returncode == 1
     assert "no lab is running" in result.stderr and "drover lab up" in result.stderr
     assert "Traceback" not in result.stderr

@@ -15,7 +15,8 @@ def test_defaults() -> None:
 def test_yaml_below_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "drover.yaml"
     config.write_text(
-        "redis_url: redis://yaml:1/0\nengine:\n  url: https://e/ovirt-engine/api\n  password: s3cret\n"
+        "redis_url: redis://yaml:1/0\n"
+        "engine:\n  url: https://e/ovirt-engine/api\n  password: s3cret\n"
     )
     monkeypatch.setenv("DROVER_CONFIG", str(config))
     monkeypatch.setenv("DROVER_REDIS_URL", "redis://env:2/0")
