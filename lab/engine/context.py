@@ -1,0 +1,33 @@
+"""What every handler and job needs: the model, the data plane, timings, background tasks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lab.dataplane import DataPlane
+from lab.engine.inventory import Inventory
+from lab.engine.tasks import Tasks
+
+
+@dataclass
+class Timings:
+    """How long the engine's asynchronous commands take (seconds)."""
+
+    disk_op: float = 0.3  # disk add / move steps
+    snapshot: float = 0.6  # snapshot creation and removal
+    transfer_init: float = 0.3  # INITIALIZING -> TRANSFERRING
+    transfer_final: float = 0.2  # FINALIZING_* -> FINISHED_*
+    backup_step: float = 0.2  # INITIALIZING -> STARTING -> READY, FINALIZING -> SUCCEEDED
+    vm_power: float = 0.3  # POWERING_UP/DOWN -> UP/DOWN
+    finished_ttl: float = 60.0  # finished transfers are removed after this long
+    backup_ttl: float = 900.0  # finished backups are removed after this long
+    monitor_interval: float = 0.5  # inactivity / cleanup monitor period
+    ticket_timeout: int = 24 * 3600  # imageio ticket lifetime
+
+
+@dataclass
+class Engine:
+    inventory: Inventory
+    dataplane: DataPlane
+    tasks: Tasks
+    timings: Timings

@@ -1,0 +1,345 @@
+"""Image transfers (`imagetransfers`): download/upload of a disk, a disk snapshot, or a
+disk of a running backup, through imageio tickets on a host and on the engine's proxy.
+
+Phases: INITIALIZING -> TRANSFERRING -> (finalize) FINALIZING_SUCCESS -> FINISHED_SUCCESS,
+or (cancel / inactivity) CANCELLED_* -> FINALIZING_FAILURE -> FINISHED_FAILURE. Finished
+transfers stay listed for `Timings.finished_ttl`, then disappear (404), like the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from ovirtsdk4 import types
+
+from lab.dataplane import VolumeFormat, VolumeRef
+from lab.engine.common import created, disk_ref, done, host_ref, limited, listing, ok
+from lab.engine.context import Engine
+from lab.engine.disks import ensure_unlocked
+from lab.engine.faults import bad_request, conflict, incomplete
+from lab.engine.inventory import Backup, Disk, DiskState, Inventory, Transfer, new_id
+from lab.engine.router import Request, Response, Router
+from lab.engine.xml import href, make, parse, parse_action
+
+log = logging.getLogger(__name__)
+DEFAULT_INACTIVITY_TIMEOUT = 60
+
+
+def register(router: Router) -> None:
+    router.add("GET", "imagetransfers", list_transfers)
+    router.add("POST", "imagetransfers", add_transfer)
+    router.add("GET", "imagetransfers/{transfer}", get_transfer)
+    router.add("POST", "imagetransfers/{transfer}/finalize", finalize_transfer)
+    router.add("POST", "imagetransfers/{transfer}/cancel", cancel_transfer)
+    router.add("POST", "imagetransfers/{transfer}/extend", extend_transfer)
+
+
+def transfer_type(transfer: Transfer) -> types.ImageTransfer:
+    obj = make(
+        types.ImageTransfer,
+        href("imagetransfers", transfer.id),
+        id=transfer.id,
+        phase=types.ImageTransferPhase(transfer.phase),
+        direction=types.ImageTransferDirection(transfer.direction),
+        format=types.DiskFormat(transfer.format.value),
+        inactivity_timeout=transfer.inactivity_timeout,
+        active=transfer.phase == "transferring",
+        shallow=not transfer.backing_chain,
+        timeout_policy=types.ImageTransferTimeoutPolicy.LEGACY,
+        transferred=transfer.transferred,
+        disk=disk_ref(transfer.disk_id),
+        image=make(
+            types.Image,
+            href("images", transfer.volume_id),
+            id=transfer.volume_id,
+        ),
+        host=host_ref(transfer.host_id),
+        transfer_url=transfer.transfer_url,
+        proxy_url=transfer.proxy_url,
+    )
+    if transfer.backup_id:
+        obj.backup = types.Backup(id=transfer.backup_id)
+    if transfer.snapshot_volume:
+        obj.snapshot = types.DiskSnapshot(id=transfer.snapshot_volume)
+    return obj
+
+
+def list_transfers(req: Request) -> Response:
+    inv = req.engine.inventory
+    with inv.lock:
+        items = [transfer_type(t) for t in inv.transfers.values()]
+        return listing(limited(req, items), "image_transfers")
+
+
+def get_transfer(req: Request) -> Response:
+    with req.engine.inventory.lock:
+        return ok(transfer_type(req.engine.inventory.transfer(req.params["transfer"])))
+
+
+# add
+def add_transfer(req: Request) -> Response:
+    spec = parse(req.body, types.ImageTransfer)
+    engine = req.engine
+    inv = engine.inventory
+    with inv.lock:
+        transfer = _new_transfer(inv, spec)
+        disk = inv.disk(transfer.disk_id)
+        disk.transfer_id = transfer.id
+        if transfer.backup_id is None:
+            disk.status = DiskState.LOCKED
+            disk.lock_reason = "transfer"
+        inv.transfers[transfer.id] = transfer
+        answer = created(transfer_type(transfer))
+    engine.tasks.later(engine.timings.transfer_init, lambda: _start_job(engine, transfer))
+    return answer
+
+
+def _new_transfer(inv: Inventory, spec: types.ImageTransfer) -> Transfer:
+    direction = spec.direction.value if spec.direction else "upload"
+    backup = _backup_of(inv, spec)
+    disk, volume = _target(inv, spec, backup)
+    if backup is None:
+        ensure_unlocked(disk, "transfer image")
+    elif disk.transfer_id is not None:
+        raise conflict(f"Cannot transfer image. Disk {disk.name} is being transferred.")
+    fmt = VolumeFormat(spec.format.value) if spec.format else disk.volume_format(volume)
+    if backup is not None and direction == "download":
+        fmt = VolumeFormat.RAW
+    if direction == "upload" and (backup is not None or volume != disk.top):
+        raise bad_request("Cannot transfer image. Uploads are only possible to a disk.")
+    return Transfer(
+        id=new_id(),
+        disk_id=disk.id,
+        direction=direction,
+        format=fmt,
+        volume_id=volume,
+        backing_chain=fmt == VolumeFormat.RAW and not spec.shallow,
+        inactivity_timeout=spec.inactivity_timeout or DEFAULT_INACTIVITY_TIMEOUT,
+        host_id=_host(inv, spec, disk),
+        snapshot_volume=volume if spec.snapshot is not None else None,
+        backup_id=backup.id if backup else None,
+        dirty_bitmap=_dirty_bitmap(backup, disk),
+    )
+
+
+def _backup_of(inv: Inventory, spec: types.ImageTransfer) -> Backup | None:
+    if spec.backup is None or not spec.backup.id:
+        return None
+    backup = inv.backups.get(spec.backup.id)
+    if backup is None:
+        raise bad_request(f"Cannot transfer image. Backup {spec.backup.id} does not exist.")
+    if backup.phase != "ready":
+        raise conflict(f"Cannot transfer image. The backup is not ready (phase {backup.phase}).")
+    return backup
+
+
+def _target(inv: Inventory, spec: types.ImageTransfer, backup: Backup | None) -> tuple[Disk, str]:
+    """The disk and the volume the transfer is about."""
+    if spec.snapshot is not None and spec.snapshot.id:
+        disk, _, _ = inv.owner_of_volume(spec.snapshot.id)
+        return disk, spec.snapshot.id
+    disk_id = spec.disk.id if spec.disk else None
+    if disk_id is None and spec.image is not None and spec.image.id:
+        disk, _, _ = inv.owner_of_volume(spec.image.id)
+        disk_id = disk.id
+    if disk_id is None:
+        raise incomplete("ImageTransfer", "disk.id|image.id|snapshot.id")
+    disk = inv.disk(disk_id)
+    if backup is not None and disk.id not in backup.disk_ids:
+        raise bad_request(f"Cannot transfer image. Disk {disk.id} is not part of the backup.")
+    return disk, disk.top
+
+
+def _host(inv: Inventory, spec: types.ImageTransfer, disk: Disk) -> str:
+    if spec.host is not None and spec.host.id:
+        return inv.host(spec.host.id).id
+    if spec.host is not None and spec.host.name:
+        for host in inv.hosts.values():
+            if host.name == spec.host.name:
+                return host.id
+    return inv.host_for_disk(disk.id).id
+
+
+def _dirty_bitmap(backup: Backup | None, disk: Disk) -> str | None:
+    if backup is None or disk.id not in backup.incremental_disks:
+        return None
+    return backup.from_checkpoint_id
+
+
+# start: export + tickets
+def _start_job(engine: Engine, transfer: Transfer) -> None:
+    inv = engine.inventory
+    with inv.lock:
+        cancelled = transfer.phase != "initializing"
+    if cancelled:
+        _end(engine, transfer, "finalizing_failure", "finished_failure")
+        return
+    with inv.lock:
+        disk = inv.disk(transfer.disk_id)
+        ref = disk.ref(transfer.volume_id)
+        host = inv.host(transfer.host_id).name
+        size = disk.size
+    try:
+        _setup(engine, transfer, ref, host, size)
+    except Exception:
+        log.exception("starting transfer %s failed", transfer.id)
+        _end(engine, transfer, "finalizing_failure", "finished_failure")
+        return
+    with inv.lock:
+        if transfer.phase == "initializing":
+            transfer.phase = "transferring"
+            inv.changed.notify_all()
+            return
+    _end(engine, transfer, "finalizing_failure", "finished_failure")  # cancelled meanwhile
+
+
+def _setup(engine: Engine, transfer: Transfer, ref: VolumeRef, host: str, size: int) -> None:
+    dataplane = engine.dataplane
+    if transfer.direction == "download" and transfer.backup_id is None:
+        dataplane.hold(transfer.disk_id)
+        transfer.held = True
+    export = dataplane.export(
+        ref,
+        backing_chain=transfer.backing_chain,
+        writable=transfer.direction == "upload",
+        dirty_bitmap=transfer.dirty_bitmap,
+        fmt=transfer.format,
+    )
+    transfer.export = export
+    if transfer.format == VolumeFormat.COW:
+        size = int(getattr(export, "size", 0) or size)
+    transfer.size = size
+    ops = ["read"] if transfer.direction == "download" else ["read", "write"]
+    timeout = engine.timings.ticket_timeout
+    transfer.transfer_url = dataplane.add_ticket(
+        host, transfer.id, export.nbd_url, size, ops, timeout, dirty=bool(transfer.dirty_bitmap)
+    )
+    transfer.host_ticket = True
+    transfer.proxy_url = dataplane.add_proxy_ticket(
+        transfer.id, transfer.transfer_url, size, ops, timeout
+    )
+    transfer.proxy_ticket = True
+
+
+# finalize / cancel / timeout
+def finalize_transfer(req: Request) -> Response:
+    parse_action(req.body)
+    engine = req.engine
+    with engine.inventory.lock:
+        transfer = engine.inventory.transfer(req.params["transfer"])
+        if transfer.phase not in ("transferring", "paused_user", "paused_system"):
+            raise conflict(
+                f"Cannot finalize image transfer. The transfer is in phase {transfer.phase}."
+            )
+        transfer.phase = "finalizing_success"
+    engine.tasks.later(
+        engine.timings.transfer_final,
+        lambda: _end(engine, transfer, "finalizing_success", "finished_success"),
+    )
+    return done()
+
+
+def cancel_transfer(req: Request) -> Response:
+    parse_action(req.body)
+    with req.engine.inventory.lock:
+        transfer = req.engine.inventory.transfer(req.params["transfer"])
+        if transfer.final or transfer.phase.startswith("finalizing"):
+            raise conflict(
+                f"Cannot cancel image transfer. The transfer is in phase {transfer.phase}."
+            )
+        cancel(req.engine, transfer, "cancelled_user")
+    return done()
+
+
+def extend_transfer(req: Request) -> Response:
+    parse_action(req.body)
+    with req.engine.inventory.lock:
+        req.engine.inventory.transfer(req.params["transfer"])
+    return done()
+
+
+def cancel(engine: Engine, transfer: Transfer, phase: str) -> None:
+    """Cancel (caller holds the lock); the initializing job cleans up if still running."""
+    was = transfer.phase
+    transfer.phase = phase
+    if was == "initializing":
+        return
+    engine.tasks.later(
+        engine.timings.transfer_final,
+        lambda: _end(engine, transfer, "finalizing_failure", "finished_failure"),
+    )
+
+
+def _end(engine: Engine, transfer: Transfer, finalizing: str, finished: str) -> None:
+    inv = engine.inventory
+    with inv.lock:
+        transfer.phase = finalizing
+    _cleanup(engine, transfer)
+    with inv.lock:
+        disk = inv.disks.get(transfer.disk_id)
+        if disk is not None and disk.transfer_id == transfer.id:
+            disk.transfer_id = None
+            if disk.lock_reason == "transfer":
+                disk.status = DiskState.OK
+                disk.lock_reason = ""
+        transfer.phase = finished
+        transfer.finished_at = time.time()
+        inv.changed.notify_all()
+
+
+def _cleanup(engine: Engine, transfer: Transfer) -> None:
+    """Remove tickets, stop the export, release the hold; never raises."""
+    dataplane = engine.dataplane
+    with engine.inventory.lock:
+        host = engine.inventory.hosts[transfer.host_id].name
+    steps: list[Callable[[], None]] = []
+    if transfer.proxy_ticket:
+        steps.append(lambda: dataplane.remove_proxy_ticket(transfer.id))
+    if transfer.host_ticket:
+        steps.append(lambda: dataplane.remove_ticket(host, transfer.id))
+    if transfer.export is not None:
+        steps.append(transfer.export.close)
+    if transfer.held:
+        steps.append(lambda: dataplane.release(transfer.disk_id))
+    for step in steps:
+        try:
+            step()
+        except Exception:
+            log.exception("cleaning up transfer %s failed", transfer.id)
+    transfer.proxy_ticket = transfer.host_ticket = transfer.held = False
+    transfer.export = None
+
+
+def poll(engine: Engine) -> None:
+    """Monitor tick: progress, inactivity timeouts, and forgetting old finished transfers."""
+    inv = engine.inventory
+    now = time.time()
+    with inv.lock:
+        active = [t for t in inv.transfers.values() if t.phase == "transferring"]
+        expired = [
+            t.id
+            for t in inv.transfers.values()
+            if t.finished_at is not None and now - t.finished_at > engine.timings.finished_ttl
+        ]
+        for transfer_id in expired:
+            del inv.transfers[transfer_id]
+        hosts = {t.id: inv.hosts[t.host_id].name for t in active}
+    for transfer in active:
+        _check_activity(engine, transfer, hosts[transfer.id])
+
+
+def _check_activity(engine: Engine, transfer: Transfer, host: str) -> None:
+    try:
+        status = engine.dataplane.ticket_status(host, transfer.id)
+    except Exception:
+        return
+    idle = float(status.get("idle_time", 0) or 0)  # type: ignore[arg-type]
+    with engine.inventory.lock:
+        transfer.transferred = int(status.get("transferred", 0) or 0)  # type: ignore[call-overload]
+        if transfer.phase != "transferring":
+            return
+        if idle > transfer.inactivity_timeout and not status.get("active"):
+            log.info("transfer %s idle for %.0fs: cancelling", transfer.id, idle)
+            cancel(engine, transfer, "cancelled_system")

@@ -1,0 +1,95 @@
+"""Glue to the SDK's own readers and writers, so the wire format is the engine's."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, TypeVar
+
+from ovirtsdk4 import reader, types, writer
+
+from lab.engine.faults import ApiError, syntax_error
+
+API = "/ovirt-engine/api"
+T = TypeVar("T")
+
+# Sub-collections the engine links from an object (`<link rel=... href=.../>`), limited to
+# the ones this engine serves, so `connection.follow_link` works.
+LINKS: dict[type, tuple[str, ...]] = {
+    types.Api: (
+        "clusters",
+        "datacenters",
+        "disks",
+        "hosts",
+        "imagetransfers",
+        "storagedomains",
+        "tags",
+        "templates",
+        "vms",
+    ),
+    types.DataCenter: ("clusters", "storagedomains"),
+    types.StorageDomain: ("disks", "disksnapshots"),
+    types.Vm: ("backups", "checkpoints", "diskattachments", "nics", "snapshots", "tags"),
+    types.Snapshot: ("disks",),
+    types.Backup: ("disks",),
+    types.Checkpoint: ("disks",),
+}
+
+
+def href(*parts: str) -> str:
+    return "/".join((API, *parts))
+
+
+def make(cls: type[T], link: str, **fields: Any) -> T:
+    """An SDK object with its `href` (not a constructor argument of the SDK types)."""
+    obj = cls(**fields)
+    obj.href = link  # type: ignore[attr-defined]
+    return obj
+
+
+def timestamp(seconds: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+
+
+def render(obj: Any, tag: str | None = None) -> str:
+    """One object as XML, with the engine's links to its sub-collections."""
+    text = str(writer.Writer.write(obj, root=tag))
+    rels = LINKS.get(type(obj), ())
+    if not rels or obj.href is None:
+        return text
+    links = "".join(f'<link href="{obj.href}/{rel}" rel="{rel}"/>' for rel in rels)
+    if text.endswith("/>"):
+        start = text[1:].split(" ", 1)[0].split("/", 1)[0]
+        return f"{text[:-2]}>{links}</{start}>"
+    close = text.rindex("</")
+    return text[:close] + links + text[close:]
+
+
+def render_list(objs: list[Any], root: str) -> str:
+    return f"<{root}>" + "".join(render(o) for o in objs) + f"</{root}>"
+
+
+def render_action(**members: Any) -> str:
+    """The answer to an action: `<action><status>complete</status>...</action>`."""
+    action = types.Action(status="complete", **members)
+    return str(writer.Writer.write(action))
+
+
+def parse(body: bytes, expected: type[Any]) -> Any:
+    """Read a request body with the SDK's readers; 400 when it isn't the expected type."""
+    if not body.strip():
+        raise syntax_error("The request body is empty.")
+    try:
+        obj = reader.Reader.read(body.decode("utf-8"))
+    except Exception as exc:
+        raise syntax_error(f"Failed to parse the request body: {exc}") from None
+    if not isinstance(obj, expected):
+        name = expected.__name__
+        raise ApiError(400, f"Expected a '{name}' element.", "Request syntactically incorrect.")
+    return obj
+
+
+def parse_action(body: bytes) -> types.Action:
+    if not body.strip():
+        return types.Action()
+    action: types.Action = parse(body, types.Action)
+    return action
