@@ -114,7 +114,7 @@ def test_malformed_body_is_a_bad_request_fault(lab: dict[str, Any], connection: 
 
 
 def test_snapshot_locks_the_vm_until_ready(connection: Any) -> None:
-    vm = find_vm(connection, "name=vm*")
+    vm = find_vm(connection, "name=web01")
     snapshots = connection.system_service().vms_service().vm_service(vm.id).snapshots_service()
     with snapshot(connection, vm) as snap:
         assert snap.snapshot_status == types.SnapshotStatus.OK
