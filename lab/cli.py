@@ -11,7 +11,7 @@ from shared.errors import ConfigError
 from shared.units import parse_size
 
 
-class SizeParam(click.ParamType):
+class SizeParam(click.ParamType):  # type: ignore[type-arg]
     name = "size"
 
     def convert(

@@ -50,7 +50,10 @@ def demo_command(modes: str, as_json: bool, state_dir: Path | None) -> None:
 
 
 def _run(root: Path, stack: ExitStack, quiet: bool) -> dict[str, Any]:
-    say = (lambda _msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    def say(message: str) -> None:
+        if not quiet:
+            click.echo(message, err=True)
+
     say("starting a private Redis, the lab and a worker ...")
     url = stack.enter_context(redis_server(root / "redis"))
     lab = stack.enter_context(lab_process(root / "lab"))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.labfile import wait_for_lab_json
-from shared.errors import ServiceError
+from shared.errors import DroverError, ServiceError
 
 LAB_START_TIMEOUT_S = 120.0
 WORKER_START_TIMEOUT_S = 60.0
@@ -61,9 +61,13 @@ def lab_process(state_dir: Path, *extra: str) -> Iterator[dict[str, Any]]:
     log = state_dir.parent / f"{state_dir.name}-lab.log"
     process = start_drover(["lab", "up", "--state-dir", str(state_dir), *extra], log)
     try:
-        yield wait_for_lab_json(state_dir, LAB_START_TIMEOUT_S, lambda: process.poll() is None)
-    except Exception as e:
-        raise ServiceError(f"{e}; the lab's log is {log}") from e
+        try:
+            document = wait_for_lab_json(
+                state_dir, LAB_START_TIMEOUT_S, lambda: process.poll() is None
+            )
+        except DroverError as e:
+            raise ServiceError(f"{e}; the lab's log is {log}") from e
+        yield document
     finally:
         stop_process(process)
 
