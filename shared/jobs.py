@@ -1,0 +1,81 @@
+"""What a job is asked to do: the values sent in Celery messages (never secrets).
+
+Engine credentials stay in Redis under the manager's name; a message names the manager.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GuestCommand:
+    """A command run inside the guest over SSH before or after the snapshot."""
+
+    command: str
+    host: str  # the guest's address
+    user: str = "root"
+    port: int = 22
+    key_file: str = ""  # a path on the workers; the key itself never travels
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> GuestCommand | None:
+        return cls(**data) if data else None
+
+
+@dataclass(frozen=True)
+class BackupRequest:
+    """One VM's backup, as expanded from a policy."""
+
+    job_id: str
+    policy: str
+    manager: str
+    vm_id: str
+    vm_name: str
+    repository: str
+    mode: str = "image_transfer"
+    incremental: bool = True  # incremental when a valid chain exists
+    full_every: int = 7  # every N-th backup of the chain is full
+    excluded_disks: tuple[str, ...] = ()  # disk ids or names
+    quiesce: bool = True
+    pre_command: GuestCommand | None = None
+    post_command: GuestCommand | None = None
+    priority: int = 5  # 0 (low) .. 9 (high)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["excluded_disks"] = list(self.excluded_disks)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BackupRequest:
+        values = dict(data)
+        values["excluded_disks"] = tuple(values.get("excluded_disks") or ())
+        values["pre_command"] = GuestCommand.from_dict(values.get("pre_command"))
+        values["post_command"] = GuestCommand.from_dict(values.get("post_command"))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    job_id: str
+    manager: str
+    repository: str
+    backup_id: str
+    name: str = ""  # new VM name; empty: "<original>-restored"
+    cluster: str = ""  # empty: the original cluster
+    storage_domain: str = ""  # empty: each disk's original domain
+    disks: tuple[str, ...] = field(default_factory=tuple)  # empty: all
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["disks"] = list(self.disks)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RestoreRequest:
+        return cls(**{**data, "disks": tuple(data.get("disks") or ())})

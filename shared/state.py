@@ -1,0 +1,309 @@
+"""Everything Drover keeps in Redis: one place for every key prefix and its meaning.
+
+    drover:manager:<name>            hash   a registered engine (url, username, password, ca_file)
+    drover:policy:<name>             string a policy as JSON;   drover:policies  set of names
+    drover:job:<id>                  hash   job state (see JobState)
+    drover:job:<id>:warnings         list   warnings, in order
+    drover:job:<id>:disk:<disk>      hash   per-disk progress: planned/done chunks, bytes, times
+    drover:job:<id>:chunks:<disk>    hash   chunk index -> digest of every chunk already stored
+    drover:jobs                      zset   job ids by creation time
+    drover:lock:vm:<vm>              string the fencing token of the job holding the VM (TTL)
+    drover:fence:vm:<vm>             string counter handing out fencing tokens
+
+Chunk progress is what makes a re-delivered transfer task resume: a chunk whose index is
+already in `chunks:<disk>` is stored in the repository and is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import redis
+
+from shared.errors import DroverError
+
+PREFIX = "drover"
+VM_LOCK_TTL_S = 3600  # renewed by the job while it works
+JOB_TTL_S = 30 * 24 * 3600
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    SUCCEEDED_WITH_WARNINGS = "succeeded_with_warnings"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = {JobStatus.SUCCEEDED, JobStatus.SUCCEEDED_WITH_WARNINGS, JobStatus.FAILED}
+
+
+class VmLocked(DroverError):
+    """Another job holds the VM; this one must wait or give up."""
+
+    retryable = True
+
+
+def key(*parts: str) -> str:
+    return ":".join((PREFIX, *parts))
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class DiskProgress:
+    disk_id: str
+    name: str = ""
+    size: int = 0
+    planned_chunks: int = 0
+    done_chunks: int = 0
+    bytes_read: int = 0
+    started_at: float = 0.0
+    updated_at: float = 0.0
+
+    @property
+    def rate_bps(self) -> float:
+        elapsed = self.updated_at - self.started_at
+        return self.bytes_read / elapsed if elapsed > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"rate_bps": round(self.rate_bps)}
+
+
+@dataclass
+class JobState:
+    id: str
+    vm_id: str
+    vm_name: str = ""
+    policy: str = ""
+    manager: str = ""
+    mode: str = ""
+    kind: str = ""  # full | incremental (what the job decided)
+    status: JobStatus = JobStatus.QUEUED
+    created_at: float = field(default_factory=time.time)
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    backup_id: str = ""
+    error: str = ""
+    engine_objects: dict[str, str] = field(default_factory=dict)  # what cleanup must remove
+    warnings: list[str] = field(default_factory=list)
+    disks: list[DiskProgress] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = str(self.status)
+        data["disks"] = [d.to_dict() for d in self.disks]
+        return data
+
+
+_SCALARS = ("vm_id", "vm_name", "policy", "manager", "mode", "kind", "backup_id", "error")
+_TIMES = ("created_at", "started_at", "finished_at")
+
+
+class StateStore:
+    """Typed access to Drover's Redis keys."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        # decode_responses=True: every reply is str; redis-py's stubs cannot say so.
+        self.redis: Any = client
+
+    @classmethod
+    def from_url(cls, url: str) -> StateStore:
+        return cls(redis.Redis.from_url(url, decode_responses=True))
+
+    # jobs -----------------------------------------------------------------
+    def create_job(self, job: JobState) -> None:
+        fields = {name: getattr(job, name) for name in _SCALARS}
+        fields |= {name: repr(getattr(job, name)) for name in _TIMES}
+        fields |= {"status": str(job.status), "engine_objects": json.dumps(job.engine_objects)}
+        pipe = self.redis.pipeline()
+        pipe.hset(key("job", job.id), mapping=fields)
+        pipe.expire(key("job", job.id), JOB_TTL_S)
+        pipe.zadd(key("jobs"), {job.id: job.created_at})
+        pipe.execute()
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        values = {name: _encode(value) for name, value in fields.items()}
+        self.redis.hset(key("job", job_id), mapping=values)
+
+    def set_status(self, job_id: str, status: JobStatus, error: str = "") -> None:
+        fields: dict[str, Any] = {"status": status, "error": error}
+        if status == JobStatus.RUNNING:
+            fields["started_at"] = time.time()
+        if status.finished:
+            fields["finished_at"] = time.time()
+        self.update_job(job_id, **fields)
+
+    def remember_engine_object(self, job_id: str, kind: str, object_id: str) -> None:
+        """Record what the job created on the engine, so cleanup finds it after a crash."""
+        current = json.loads(self.redis.hget(key("job", job_id), "engine_objects") or "{}")
+        current[kind] = object_id
+        self.update_job(job_id, engine_objects=json.dumps(current))
+
+    def add_warning(self, job_id: str, warning: str) -> None:
+        self.redis.rpush(key("job", job_id, "warnings"), warning)
+        self.redis.expire(key("job", job_id, "warnings"), JOB_TTL_S)
+
+    def job(self, job_id: str) -> JobState | None:
+        data = self.redis.hgetall(key("job", job_id))
+        if not data:
+            return None
+        return self._job_from(job_id, data)
+
+    def jobs(self, limit: int = 100) -> list[JobState]:
+        ids = self.redis.zrevrange(key("jobs"), 0, limit - 1)
+        return [job for job in map(self.job, ids) if job is not None]
+
+    def _job_from(self, job_id: str, data: dict[str, str]) -> JobState:
+        job = JobState(id=job_id, vm_id=data.get("vm_id", ""))
+        for name in _SCALARS:
+            setattr(job, name, data.get(name, ""))
+        for name in _TIMES:
+            setattr(job, name, float(data.get(name) or 0))
+        job.status = JobStatus(data.get("status", JobStatus.QUEUED))
+        job.engine_objects = json.loads(data.get("engine_objects") or "{}")
+        job.warnings = self.redis.lrange(key("job", job_id, "warnings"), 0, -1)
+        job.disks = self.disk_progress(job_id)
+        return job
+
+    # per-disk progress and chunks -------------------------------------------
+    def plan_disk(self, job_id: str, disk: DiskProgress) -> None:
+        now = time.time()
+        progress_key = key("job", job_id, "disk", disk.disk_id)
+        pipe = self.redis.pipeline()
+        pipe.hsetnx(progress_key, "started_at", repr(now))
+        pipe.hset(
+            progress_key,
+            mapping={
+                "name": disk.name,
+                "size": disk.size,
+                "planned_chunks": disk.planned_chunks,
+                "updated_at": repr(now),
+            },
+        )
+        pipe.hsetnx(progress_key, "bytes_read", 0)
+        pipe.sadd(key("job", job_id, "disks"), disk.disk_id)
+        for k in (progress_key, key("job", job_id, "disks")):
+            pipe.expire(k, JOB_TTL_S)
+        pipe.execute()
+
+    def record_chunk(self, job_id: str, disk_id: str, index: int, digest: str, nbytes: int) -> None:
+        """Mark one chunk stored; counted once even when a redelivered task stores it again."""
+        chunks_key = key("job", job_id, "chunks", disk_id)
+        progress_key = key("job", job_id, "disk", disk_id)
+        if self.redis.hset(chunks_key, str(index), digest):
+            pipe = self.redis.pipeline()
+            pipe.hincrby(progress_key, "bytes_read", nbytes)
+            pipe.hset(progress_key, "updated_at", repr(time.time()))
+            pipe.expire(chunks_key, JOB_TTL_S)
+            pipe.execute()
+
+    def record_skipped(self, job_id: str, disk_id: str, index: int) -> None:
+        """A planned chunk that turned out to be zero: done, nothing stored."""
+        self.redis.hset(key("job", job_id, "chunks", disk_id), str(index), "")
+
+    def stored_chunks(self, job_id: str, disk_id: str) -> dict[int, str]:
+        raw = self.redis.hgetall(key("job", job_id, "chunks", disk_id))
+        return {int(index): digest for index, digest in raw.items()}
+
+    def disk_progress(self, job_id: str) -> list[DiskProgress]:
+        disk_ids = sorted(self.redis.smembers(key("job", job_id, "disks")))
+        return [self._progress(job_id, disk_id) for disk_id in disk_ids]
+
+    def _progress(self, job_id: str, disk_id: str) -> DiskProgress:
+        data = self.redis.hgetall(key("job", job_id, "disk", disk_id))
+        return DiskProgress(
+            disk_id=disk_id,
+            name=data.get("name", ""),
+            size=int(data.get("size") or 0),
+            planned_chunks=int(data.get("planned_chunks") or 0),
+            done_chunks=int(self.redis.hlen(key("job", job_id, "chunks", disk_id))),
+            bytes_read=int(data.get("bytes_read") or 0),
+            started_at=float(data.get("started_at") or 0),
+            updated_at=float(data.get("updated_at") or 0),
+        )
+
+    # VM locks with fencing tokens -------------------------------------------
+    def lock_vm(self, vm_id: str, job_id: str, ttl_s: int = VM_LOCK_TTL_S) -> int:
+        """Take the VM for `job_id`; returns a fencing token. Re-entrant for the same job."""
+        holder_key = key("lock", "vm", vm_id)
+        holder = self.redis.get(holder_key)
+        if holder and holder.split(":", 1)[1] == job_id:
+            self.redis.expire(holder_key, ttl_s)
+            return int(holder.split(":", 1)[0])
+        token = int(self.redis.incr(key("fence", "vm", vm_id)))
+        if not self.redis.set(holder_key, f"{token}:{job_id}", nx=True, ex=ttl_s):
+            raise VmLocked(
+                f"VM {vm_id} is being backed up by job {self.vm_lock_holder(vm_id)}",
+                hint="wait for that job to finish, or see `drover jobs`",
+            )
+        return token
+
+    def vm_lock_holder(self, vm_id: str) -> str:
+        holder = self.redis.get(key("lock", "vm", vm_id)) or ":"
+        return str(holder.split(":", 1)[1])
+
+    def unlock_vm(self, vm_id: str, job_id: str) -> None:
+        """Release only if this job still holds the lock (compare and delete)."""
+        self.redis.eval(_UNLOCK_SCRIPT, 1, key("lock", "vm", vm_id), job_id)
+
+    @contextmanager
+    def vm_locked(self, vm_id: str, job_id: str) -> Iterator[int]:
+        token = self.lock_vm(vm_id, job_id)
+        try:
+            yield token
+        finally:
+            self.unlock_vm(vm_id, job_id)
+
+    # documents: managers and policies -----------------------------------------
+    def put_document(self, kind: str, name: str, document: dict[str, Any]) -> None:
+        pipe = self.redis.pipeline()
+        pipe.set(key(kind, name), json.dumps(document))
+        pipe.sadd(key(kind + "s"), name)
+        pipe.execute()
+
+    def document(self, kind: str, name: str) -> dict[str, Any] | None:
+        raw = self.redis.get(key(kind, name))
+        return dict(json.loads(raw)) if raw else None
+
+    def documents(self, kind: str) -> list[dict[str, Any]]:
+        names = sorted(self.redis.smembers(key(kind + "s")))
+        return [doc for doc in (self.document(kind, n) for n in names) if doc is not None]
+
+    def remove_document(self, kind: str, name: str) -> bool:
+        pipe = self.redis.pipeline()
+        pipe.delete(key(kind, name))
+        pipe.srem(key(kind + "s"), name)
+        return bool(pipe.execute()[0])
+
+
+_UNLOCK_SCRIPT = """
+local holder = redis.call('get', KEYS[1])
+if holder and string.sub(holder, string.find(holder, ':') + 1) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+def _encode(value: Any) -> str | int | float:
+    if isinstance(value, StrEnum):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int | str):
+        return value
+    return json.dumps(value)
