@@ -2,7 +2,7 @@
 
     drover:manager:<name>            hash   a registered engine (url, username, password, ca_file)
     drover:policy:<name>             string a policy as JSON;   drover:policies  set of names
-    drover:job:<id>                  hash   job state (see JobState)
+    drover:job:<id>                  hash   job state (see JobState) and the steps' context
     drover:job:<id>:warnings         list   warnings, in order
     drover:job:<id>:disk:<disk>      hash   per-disk progress: planned/done chunks, bytes, times
     drover:job:<id>:chunks:<disk>    hash   chunk index -> digest of every chunk already stored
@@ -152,6 +152,14 @@ class StateStore:
         current = json.loads(self.redis.hget(key("job", job_id), "engine_objects") or "{}")
         current[kind] = object_id
         self.update_job(job_id, engine_objects=json.dumps(current))
+
+    def save_context(self, job_id: str, context: dict[str, Any]) -> None:
+        """What the job's later steps need (the finalize step gets no earlier result)."""
+        self.update_job(job_id, context=json.dumps(context))
+
+    def context(self, job_id: str) -> dict[str, Any] | None:
+        raw = self.redis.hget(key("job", job_id), "context")
+        return dict(json.loads(raw)) if raw else None
 
     def add_warning(self, job_id: str, warning: str) -> None:
         self.redis.rpush(key("job", job_id, "warnings"), warning)

@@ -11,7 +11,7 @@ from celery import Celery
 
 from shared.settings import Settings, get_settings
 
-TASK_MODULES = ["workers.tasks.health"]
+TASK_MODULES = ["workers.tasks.health", "workers.tasks.backup", "workers.tasks.restore"]
 
 
 def celery_config(settings: Settings) -> dict[str, object]:

@@ -31,17 +31,22 @@ WAIT_S = 300.0
 
 
 class EngineClient:
-    def __init__(self, connection: Any, *, url: str = "", username: str = "") -> None:
+    def __init__(
+        self, connection: Any, *, url: str = "", username: str = "", ca_file: str = ""
+    ) -> None:
         self._connection = connection
         self._system = connection.system_service()
         self.url = url
         self.username = username
+        self.ca_file = ca_file  # also what imageio daemons' certificates are checked against
 
     @classmethod
     def connect(cls, settings: EngineSettings) -> EngineClient:
         """Log in (EngineAuthError, EngineUnreachable, ConfigError when that fails)."""
         connection = open_connection(settings)
-        client = cls(connection, url=connection.url, username=settings.username)
+        client = cls(
+            connection, url=connection.url, username=settings.username, ca_file=settings.ca_file
+        )
         try:
             with client._call("logging in"):
                 connection.authenticate()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import socket
 
-from workers.app import app
+from celery import shared_task
 
 
-@app.task(name="drover.health.ping")
+@shared_task(name="drover.health.ping")
 def ping() -> dict[str, object]:
     return {"host": socket.gethostname(), "pid": os.getpid()}

@@ -1,0 +1,45 @@
+"""What a task needs to work: the state store, an engine client, a repository.
+
+Built from the worker's settings and the manager document in Redis; never from the
+message, so no credentials travel through the broker (or show in Flower).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import SecretStr
+
+from shared.engine.client import EngineClient
+from shared.errors import ConfigError
+from shared.repository.repository import Repository
+from shared.settings import EngineSettings, get_settings
+from shared.state import StateStore
+
+
+@lru_cache(maxsize=1)
+def state_store() -> StateStore:
+    return StateStore.from_url(get_settings().redis_url)
+
+
+def engine_settings(manager: str) -> EngineSettings:
+    document = state_store().document("manager", manager)
+    if document is None:
+        raise ConfigError(
+            f"manager {manager!r} is not registered", hint="add it with `drover manager add`"
+        )
+    return EngineSettings(
+        url=document["url"],
+        username=document["username"],
+        password=SecretStr(document["password"]),
+        ca_file=document.get("ca_file", ""),
+    )
+
+
+def connect_engine(manager: str) -> EngineClient:
+    return EngineClient.connect(engine_settings(manager))
+
+
+@lru_cache(maxsize=8)
+def repository(location: str) -> Repository:
+    return Repository.open(location)
