@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from orchestrator.commands import register as register_orchestrator_commands
 from shared.errors import DroverError
 from shared.logging import configure_logging
 from shared.settings import get_settings
@@ -49,6 +50,9 @@ def worker(queues: str, concurrency: int | None) -> None:
     from workers.start import run_worker
 
     run_worker(get_settings(), [q for q in queues.split(",") if q], concurrency)
+
+
+register_orchestrator_commands(cli)
 
 
 def _load_plugins() -> None:

@@ -51,10 +51,22 @@ def configure_logging(settings: LogSettings | None = None, *, force: bool = Fals
             _renderer(settings),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_StderrLogger,
         cache_logger_on_first_use=True,
     )
     _configured = True
+
+
+class _StderrLogger:
+    """Writes to whatever sys.stderr is at the time (it may be replaced after set-up)."""
+
+    def __init__(self, *_args: Any) -> None:
+        pass
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
 
 
 def _renderer(settings: LogSettings) -> Any:

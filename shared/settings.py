@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     api_tokens: list[SecretStr] = Field(default_factory=list)
+    api_url: str = "http://127.0.0.1:8400"  # where the CLI finds the API
+    api_token: SecretStr = SecretStr("")  # the CLI's bearer token (one of api_tokens)
+    repository: str = ""  # default backup repository; empty: <state_dir>/repository
+    flower_user: str = ""
+    flower_password: SecretStr = SecretStr("")
+
+    @property
+    def default_repository(self) -> str:
+        return self.repository or str(self.state_dir / "repository")
 
     @property
     def effective_broker_url(self) -> str:

@@ -32,14 +32,16 @@ def backup_canvas(
     app: Celery, request: BackupRequest, disk_ids: list[str], cluster: str = ""
 ) -> chain:
     queue = transfer_queue(request.mode, cluster)
+    # Results travel in messages; only the chord's transfers need the result backend.
     options = {"priority": request.priority}
+    quiet = {**options, "ignore_result": True}
     transfers = group(
         app.signature(TRANSFER, args=(disk_id,), queue=queue, **options) for disk_id in disk_ids
     )
-    finalize = app.signature(FINALIZE, args=(request.to_dict(),), queue=CONTROL_QUEUE, **options)
+    finalize = app.signature(FINALIZE, args=(request.to_dict(),), queue=CONTROL_QUEUE, **quiet)
     return chain(
-        app.signature(PREPARE, args=(request.to_dict(),), queue=CONTROL_QUEUE, **options),
-        app.signature(START, queue=CONTROL_QUEUE, **options),
+        app.signature(PREPARE, args=(request.to_dict(),), queue=CONTROL_QUEUE, **quiet),
+        app.signature(START, queue=CONTROL_QUEUE, **quiet),
         chord(transfers, finalize),
     )
 
@@ -52,5 +54,9 @@ def submit_backup(
 
 def submit_restore(app: Celery, request: RestoreRequest) -> AsyncResult:
     return app.send_task(
-        RESTORE, args=(request.to_dict(),), queue="transfer.image", task_id=request.job_id
+        RESTORE,
+        args=(request.to_dict(),),
+        queue="transfer.image",
+        task_id=request.job_id,
+        ignore_result=True,
     )

@@ -1,0 +1,408 @@
+"""The orchestrator's `drover` commands: the API and Flower servers, and the API's clients.
+
+Client commands talk to the API at DROVER_API_URL with DROVER_API_TOKEN; with `--json` each
+prints one JSON document. `register(cli)` adds them to the `drover` group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from orchestrator.client import ApiClient
+from orchestrator.policies import parse_policies
+from shared.errors import ConfigError
+from shared.settings import get_settings
+from shared.units import format_size
+
+POLL_S = 1.0
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+
+
+def make_client() -> ApiClient:
+    return ApiClient.from_settings(get_settings())
+
+
+def emit(document: Any) -> None:
+    click.echo(json.dumps(document, indent=2, default=str))
+
+
+def _done(document: Any, message: str, as_json: bool) -> None:
+    if as_json:
+        emit(document)
+    else:
+        click.echo(message)
+
+
+# servers -------------------------------------------------------------------------------
+
+
+@click.command("api")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=int, default=8400, show_default=True)
+@click.option("--insecure-local", is_flag=True, help="No authentication; 127.0.0.1 only.")
+def api_command(host: str, port: int, insecure_local: bool) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    from orchestrator.api import run_api
+
+    run_api(get_settings(), host, port, insecure_local)
+
+
+@click.command("flower")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=int, default=5555, show_default=True)
+@click.option("--insecure-local", is_flag=True, help="No authentication; 127.0.0.1 only.")
+def flower_command(host: str, port: int, insecure_local: bool) -> None:
+    """Serve Celery Flower for the fleet, with basic auth from settings."""
+    from orchestrator.flower import run_flower
+
+    run_flower(get_settings(), host, port, insecure_local)
+
+
+# managers ------------------------------------------------------------------------------
+
+
+@click.group("manager")
+def manager_group() -> None:
+    """Register the engines (oVirt / OLVM / RHV managers) Drover backs up from."""
+
+
+@manager_group.command("add")
+@click.argument("name")
+@click.option("--url", required=True, help="https://ENGINE_HOST/ovirt-engine/api")
+@click.option("--username", required=True, help="user@domain, e.g. admin@internal")
+@click.option("--password-file", type=click.Path(dir_okay=False), help="File holding the password.")
+@click.option("--password-env", metavar="VAR", help="Environment variable holding the password.")
+@click.option("--password", "password_arg", help="The password itself (visible to other users).")
+@click.option("--ca-file", default="", help="The engine's CA certificate (PEM), on the API host.")
+@click.option("--replace", is_flag=True, help="Replace a manager of the same name.")
+@json_option
+def manager_add(
+    name: str,
+    url: str,
+    username: str,
+    password_file: str | None,
+    password_env: str | None,
+    password_arg: str | None,
+    ca_file: str,
+    replace: bool,
+    as_json: bool,
+) -> None:
+    """Register an engine; the API tests the connection first."""
+    password = read_password(password_file, password_env, password_arg)
+    body = {"name": name, "url": url, "username": username, "password": password}
+    body["ca_file"] = str(Path(ca_file).resolve()) if ca_file else ""
+    client = make_client()
+    result = client.put(f"/managers/{name}", body) if replace else client.post("/managers", body)
+    if as_json:
+        return emit(result)
+    click.echo(f"manager {name} registered ({result.get('engine_version', 'engine')})")
+
+
+def read_password(file: str | None, env: str | None, given: str | None) -> str:
+    sources = [s for s in (file, env, given) if s is not None]
+    if len(sources) > 1:
+        raise ConfigError(
+            "give the password one way: --password-file, --password-env or --password"
+        )
+    if file is not None:
+        return _password_from_file(Path(file))
+    if env is not None:
+        return _password_from_env(env)
+    if given is not None:
+        return given
+    if sys.stdin.isatty():
+        return str(click.prompt("Engine password", hide_input=True))
+    raise ConfigError("no password given", hint="use --password-file FILE or --password-env VAR")
+
+
+def _password_from_file(path: Path) -> str:
+    try:
+        password = path.read_text().strip()
+    except OSError as e:
+        raise ConfigError(f"cannot read the password file {path}: {e.strerror}") from None
+    if not password:
+        raise ConfigError(f"the password file {path} is empty")
+    return password
+
+
+def _password_from_env(name: str) -> str:
+    password = os.environ.get(name, "")
+    if not password:
+        raise ConfigError(f"environment variable {name} is not set or empty")
+    return password
+
+
+@manager_group.command("list")
+@json_option
+def manager_list(as_json: bool) -> None:
+    """List registered engines (passwords are never shown)."""
+    managers = make_client().get("/managers")
+    if as_json:
+        return emit(managers)
+    for m in managers:
+        click.echo(f"{m['name']:<20} {m['username']:<24} {m['url']}")
+
+
+@manager_group.command("remove")
+@click.argument("name")
+@json_option
+def manager_remove(name: str, as_json: bool) -> None:
+    """Forget a registered engine."""
+    make_client().delete(f"/managers/{name}")
+    _done({"removed": name}, f"manager {name} removed", as_json)
+
+
+# policies ------------------------------------------------------------------------------
+
+
+@click.group("policy")
+def policy_group() -> None:
+    """Backup policies: which VMs, how, where, when."""
+
+
+@policy_group.command("apply")
+@click.option("-f", "--file", "file", required=True, type=click.Path(dir_okay=False))
+@json_option
+def policy_apply(file: str, as_json: bool) -> None:
+    """Create or replace the policies in a YAML file."""
+    policies = parse_policies(_read_text(Path(file)), file)
+    client = make_client()
+    results = [client.put(f"/policies/{p.name}", p.model_dump(mode="json")) for p in policies]
+    if as_json:
+        return emit({"applied": [r["policy"]["name"] for r in results], "results": results})
+    for result in results:
+        click.echo(f"policy {result['policy']['name']} applied")
+        for warning in result.get("warnings", []):
+            click.echo(f"warning: {warning}", err=True)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+
+
+@policy_group.command("list")
+@json_option
+def policy_list(as_json: bool) -> None:
+    """List policies."""
+    policies = make_client().get("/policies")
+    if as_json:
+        return emit(policies)
+    for p in policies:
+        cron = (p.get("schedule") or {}).get("cron", "-")
+        click.echo(f"{p['name']:<24} {p['manager']:<16} {p['mode']:<16} {cron}")
+
+
+@policy_group.command("show")
+@click.argument("name")
+def policy_show(name: str) -> None:
+    """Show one policy as JSON."""
+    emit(make_client().get(f"/policies/{name}"))
+
+
+@policy_group.command("remove")
+@click.argument("name")
+@json_option
+def policy_remove(name: str, as_json: bool) -> None:
+    """Delete a policy."""
+    make_client().delete(f"/policies/{name}")
+    _done({"removed": name}, f"policy {name} removed", as_json)
+
+
+@policy_group.command("run")
+@click.argument("name")
+@click.option("--wait", is_flag=True, help="Follow the jobs until all have finished.")
+@click.option("--timeout", type=float, default=0, help="Give up waiting after N seconds.")
+@json_option
+def policy_run(name: str, wait: bool, timeout: float, as_json: bool) -> None:
+    """Back up the policy's VMs now: one job per VM."""
+    client = make_client()
+    run = client.post(f"/policies/{name}/run")
+    if not as_json:
+        _print_run(run)
+    if wait:
+        ids = [job["job_id"] for job in run["jobs"]]
+        run["jobs"] = watch_jobs(client, ids, show=not as_json, timeout_s=timeout)
+    if as_json:
+        emit(run)
+    if wait and (run["refused"] or any(j["status"] == "failed" for j in run["jobs"])):
+        sys.exit(1)
+
+
+def _print_run(run: dict[str, Any]) -> None:
+    click.echo(f"policy {run['policy']}: {run['vms']} VMs, {len(run['jobs'])} jobs queued")
+    for job in run["jobs"]:
+        click.echo(f"  {job['vm']:<24} job {job['job_id']}")
+    for refusal in run["refused"]:
+        click.echo(f"  {refusal['vm']:<24} refused: {refusal['reason']}", err=True)
+
+
+# jobs, backups, restores ---------------------------------------------------------------
+
+
+@click.command("jobs")
+@click.argument("job_id", required=False)
+@click.option("--limit", type=int, default=50, show_default=True)
+@json_option
+def jobs_command(job_id: str | None, limit: int, as_json: bool) -> None:
+    """List jobs (latest first), or show one job with its per-disk progress."""
+    client = make_client()
+    if job_id:
+        job = client.get(f"/jobs/{job_id}")
+        return emit(job) if as_json else _print_job(job)
+    jobs = client.get("/jobs", limit=limit)
+    if as_json:
+        return emit(jobs)
+    for job in jobs:
+        click.echo(job_line(job))
+
+
+def _print_job(job: dict[str, Any]) -> None:
+    click.echo(job_line(job))
+    for disk in job["disks"]:
+        done = f"{disk['done_chunks']}/{disk['planned_chunks']} chunks"
+        click.echo(f"  disk {disk['name'] or disk['disk_id']:<20} {done:<18} {_bytes(disk)}")
+    for warning in job["warnings"]:
+        click.echo(f"  warning: {warning}")
+    if job["error"]:
+        click.echo(f"  error: {job['error']}")
+
+
+def job_line(job: dict[str, Any]) -> str:
+    rate = f"{format_size(job['rate_bps'])}/s" if job.get("rate_bps") else ""
+    what = job["kind"] or job["mode"]
+    status = job["status"]
+    return f"{job['id'][:12]}  {job['vm_name']:<20} {what:<12} {status:<24} {_bytes(job)} {rate}"
+
+
+def _bytes(item: dict[str, Any]) -> str:
+    return f"{format_size(item.get('bytes_read', 0))}/{format_size(item.get('size', 0))}"
+
+
+@click.command("backups")
+@click.option("--repository", default="", help="Repository location (default: settings).")
+@json_option
+def backups_command(repository: str, as_json: bool) -> None:
+    """List the backups in a repository, oldest first."""
+    params = {"repository": repository} if repository else {}
+    backups = make_client().get("/backups", **params)
+    if as_json:
+        return emit(backups)
+    for b in backups:
+        size = format_size(sum(d["size"] for d in b["disks"]))
+        click.echo(
+            f"{b['backup_id']}  {b['vm_name']:<20} {b['kind']:<12} {b['created_at']}  {size}"
+        )
+
+
+@click.command("restore")
+@click.argument("backup_id")
+@click.option("--name", default="", help="Name of the new VM (default: <original>-restored).")
+@click.option("--cluster", default="", help="Cluster (default: the original one).")
+@click.option("--storage-domain", default="", help="Storage domain for all disks.")
+@click.option("--manager", default="", help="Engine to restore through (default: the only one).")
+@click.option("--repository", default="", help="Repository location (default: settings).")
+@click.option("--wait", is_flag=True, help="Follow the restore until it has finished.")
+@click.option("--timeout", type=float, default=0, help="Give up waiting after N seconds.")
+@json_option
+def restore_command(
+    backup_id: str,
+    name: str,
+    cluster: str,
+    storage_domain: str,
+    manager: str,
+    repository: str,
+    wait: bool,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Recreate a VM from a backup."""
+    body = {"backup_id": backup_id, "name": name, "cluster": cluster}
+    body |= {"storage_domain": storage_domain, "manager": manager, "repository": repository}
+    client = make_client()
+    result = client.post("/restores", body)
+    if not as_json:
+        click.echo(f"restore of {backup_id} queued as job {result['job_id']}")
+    if wait:
+        result["job"] = watch_jobs(client, [result["job_id"]], show=not as_json, timeout_s=timeout)[
+            0
+        ]
+    if as_json:
+        emit(result)
+    if wait and result["job"]["status"] == "failed":
+        sys.exit(1)
+
+
+# following jobs ------------------------------------------------------------------------
+
+
+def watch_jobs(
+    client: ApiClient,
+    job_ids: list[str],
+    *,
+    show: bool = True,
+    timeout_s: float = 0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[dict[str, Any]]:
+    """Poll the jobs until all have finished; live lines on a terminal, changes otherwise."""
+    display = _Display(show and sys.stdout.isatty(), show)
+    deadline = time.monotonic() + timeout_s if timeout_s else None
+    while True:
+        jobs = [client.get(f"/jobs/{job_id}") for job_id in job_ids]
+        display.update(jobs)
+        if all(job["finished"] for job in jobs):
+            return jobs
+        if deadline is not None and time.monotonic() > deadline:
+            raise ConfigError(
+                f"jobs still running after {timeout_s:.0f} s",
+                hint="follow them with `drover jobs`; they keep running",
+            )
+        sleep(POLL_S)
+
+
+class _Display:
+    def __init__(self, live: bool, show: bool) -> None:
+        self.live, self.show = live, show
+        self.lines = 0
+        self.seen: dict[str, str] = {}
+
+    def update(self, jobs: list[dict[str, Any]]) -> None:
+        if self.live:
+            self._redraw([job_line(job) for job in jobs])
+        elif self.show:
+            self._changes(jobs)
+
+    def _redraw(self, lines: list[str]) -> None:
+        if self.lines:
+            click.echo(f"\x1b[{self.lines}F\x1b[J", nl=False)
+        click.echo("\n".join(lines))
+        self.lines = len(lines)
+
+    def _changes(self, jobs: list[dict[str, Any]]) -> None:
+        for job in jobs:
+            if self.seen.get(job["id"]) != job["status"]:
+                self.seen[job["id"]] = job["status"]
+                click.echo(job_line(job))
+
+
+def register(cli: click.Group) -> None:
+    for command in (
+        api_command,
+        flower_command,
+        manager_group,
+        policy_group,
+        jobs_command,
+        backups_command,
+        restore_command,
+    ):
+        cli.add_command(command)

@@ -1,0 +1,293 @@
+"""Backup policies: the model, its YAML form, validation messages and expansion into jobs.
+
+A policy selects VMs (by name, pattern, tag, cluster), says how to back them up (mode,
+full/incremental rhythm, quiescing, guest commands, excluded disks, priority), where to
+(repository), when (schedule) and how long to keep backups (retention). Unknown keys are
+refused so a typo never silently changes what is backed up.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shared.errors import ConfigError
+from shared.jobs import BackupRequest, GuestCommand
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+NAME_HINT = "use letters, digits, '.', '_' and '-' (at most 63, starting with a letter or digit)"
+PROXY_TAG = "drover-proxy"
+Mode = Literal["image_transfer", "ssh", "disk_attachment", "auto"]
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*?/,#LW-]+$")
+_REQUEST_PARTS = ("body", "query", "path")
+_CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VmSelector(_Strict):
+    """VMs matching any name or pattern, carrying any tag, within any listed cluster."""
+
+    names: list[str] = Field(default_factory=list)
+    patterns: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    clusters: list[str] = Field(default_factory=list)
+
+    @field_validator("names", "patterns", "tags", "clusters")
+    @classmethod
+    def _no_blank(cls, values: list[str]) -> list[str]:
+        if any(not v.strip() for v in values):
+            raise ValueError("entries must not be empty")
+        return values
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> VmSelector:
+        if not (self.names or self.patterns or self.tags or self.clusters):
+            raise ValueError(
+                "the selector selects no VM: give at least one of names, patterns, tags or "
+                "clusters (patterns: ['*'] selects every VM)"
+            )
+        return self
+
+
+class Schedule(_Strict):
+    cron: str
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        value = value.strip()
+        fields = value.split()
+        if value in _CRON_MACROS or (len(fields) == 5 and all(map(_CRON_FIELD.match, fields))):
+            return value
+        raise ValueError(
+            f"{value!r} is not a cron expression: give 5 fields "
+            "'minute hour day-of-month month day-of-week', e.g. '0 2 * * *'"
+        )
+
+
+class BackupRhythm(_Strict):
+    type: Literal["full", "incremental"] = "incremental"
+    full_every: int = Field(default=7, ge=1, le=1000)  # every N-th backup of a chain is full
+
+
+class Retention(_Strict):
+    """How many backups to keep per VM; unset keeps everything."""
+
+    keep_last: int | None = Field(default=None, ge=1)
+    keep_days: int | None = Field(default=None, ge=1)
+
+
+class GuestCommandSpec(_Strict):
+    command: str = Field(min_length=1)
+    host: str = Field(min_length=1)
+    user: str = "root"
+    port: int = Field(default=22, ge=1, le=65535)
+    key_file: str = ""
+
+    def to_guest_command(self) -> GuestCommand:
+        return GuestCommand(**self.model_dump())
+
+
+class Policy(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    manager: str = Field(pattern=NAME_PATTERN)
+    repository: str = ""  # empty: the settings' repository
+    vms: VmSelector
+    mode: Mode = "auto"
+    schedule: Schedule | None = None
+    backup: BackupRhythm = Field(default_factory=lambda: BackupRhythm())
+    retention: Retention = Field(default_factory=lambda: Retention())
+    exclude_disks: list[str] = Field(default_factory=list)
+    quiesce: bool = True
+    pre_snapshot: GuestCommandSpec | None = None
+    post_snapshot: GuestCommandSpec | None = None
+    priority: int = Field(default=5, ge=0, le=9)
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        if value and not (value.startswith("/") or "://" in value):
+            raise ValueError(
+                f"{value!r} is neither an absolute path nor a URL such as s3://bucket/prefix"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _mode_fits_rhythm(self) -> Policy:
+        if self.mode == "disk_attachment" and self.backup.type == "incremental":
+            raise ValueError(
+                "mode disk_attachment makes full backups only: set backup: {type: full}, "
+                "or use mode image_transfer or ssh for incrementals"
+            )
+        return self
+
+    @property
+    def transfer_mode(self) -> str:
+        """The mode jobs use: `auto` is image transfer for now."""
+        return "image_transfer" if self.mode == "auto" else self.mode
+
+
+# validation and YAML ------------------------------------------------------------------
+
+
+def validate_policy(data: Any, where: str = "") -> Policy:
+    """A Policy from a mapping, or a ConfigError saying every problem found."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'a policy'} must be a mapping, not {type(data).__name__}")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as e:
+        label = f"policy {data['name']!r}" if isinstance(data.get("name"), str) else "policy"
+        prefix = f"{where}: {label}" if where else label
+        raise ConfigError(
+            f"{prefix}: {describe_errors(e, Policy)}",
+            hint="see the policy reference in README.md",
+        ) from None
+
+
+def parse_policies(text: str, source: str = "policy file") -> list[Policy]:
+    """One policy, a list of policies, or a list under `policies:`."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source} is not valid YAML: {e}") from None
+    items = _policy_items(data, source)
+    policies = [validate_policy(item, f"{source} (policy {i + 1})") for i, item in enumerate(items)]
+    _no_duplicates(policies, source)
+    return policies
+
+
+def _policy_items(data: Any, source: str) -> list[Any]:
+    if isinstance(data, dict) and set(data) == {"policies"}:
+        data = data["policies"]
+    if isinstance(data, dict):
+        return [data]
+    if isinstance(data, list) and data:
+        return data
+    raise ConfigError(
+        f"{source} holds no policy",
+        hint="write one policy as a mapping, or a list of them under `policies:`",
+    )
+
+
+def _no_duplicates(policies: Sequence[Policy], source: str) -> None:
+    names = [p.name for p in policies]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"{source} defines policy {repeated[0]!r} more than once")
+
+
+def describe_errors(error: ValidationError, model: type[BaseModel] | None) -> str:
+    """pydantic errors as one line an operator can act on."""
+    return describe_error_items(list(error.errors()), model)
+
+
+def describe_error_items(items: Sequence[Any], model: type[BaseModel] | None) -> str:
+    return "; ".join(_describe(item, model) for item in items) or "invalid input"
+
+
+def _describe(item: Any, model: type[BaseModel] | None) -> str:
+    loc = [str(p) for p in item.get("loc", ())]
+    if loc and loc[0] in _REQUEST_PARTS:
+        loc = loc[1:]
+    where = ".".join(loc) or "the body"
+    kind = item.get("type", "")
+    if kind == "extra_forbidden":
+        allowed = ", ".join(_allowed_keys(model, loc[:-1]))
+        return f"unknown key {where!r}" + (f" (allowed here: {allowed})" if allowed else "")
+    if kind == "missing":
+        return f"{where} is required"
+    if kind == "string_pattern_mismatch":
+        return f"{where} {item.get('input')!r} is not a valid name: {NAME_HINT}"
+    message = str(item.get("msg", "is invalid")).removeprefix("Value error, ")
+    return f"{where}: {message[:1].lower()}{message[1:]}"
+
+
+def _allowed_keys(model: type[BaseModel] | None, path: list[str]) -> list[str]:
+    current: Any = model
+    for part in path:
+        field = current.model_fields.get(part) if _is_model(current) else None
+        current = _model_in(field.annotation) if field else None
+    return list(current.model_fields) if _is_model(current) else []
+
+
+def _model_in(annotation: Any) -> Any:
+    if _is_model(annotation):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return next((a for a in typing.get_args(annotation) if _is_model(a)), None)
+    return None
+
+
+def _is_model(value: Any) -> bool:
+    return isinstance(value, type) and issubclass(value, BaseModel)
+
+
+# expansion into jobs ------------------------------------------------------------------
+
+
+class DiskLike(Protocol):
+    """What expansion needs of `shared.engine.models.DiskInfo`."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+class VmLike(Protocol):
+    """What expansion needs of `shared.engine.models.VmInfo`."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def cluster_name(self) -> str: ...
+
+    @property
+    def tags(self) -> Sequence[str]: ...
+
+    @property
+    def disks(self) -> Sequence[DiskLike]: ...
+
+
+def is_proxy(vm: VmLike) -> bool:
+    return PROXY_TAG in (vm.tags or [])
+
+
+def selected_disks(policy: Policy, vm: VmLike) -> list[DiskLike]:
+    excluded = set(policy.exclude_disks)
+    return [d for d in vm.disks if d.id not in excluded and d.name not in excluded]
+
+
+def backup_request(policy: Policy, vm: VmLike, job_id: str, repository: str) -> BackupRequest:
+    pre, post = policy.pre_snapshot, policy.post_snapshot
+    return BackupRequest(
+        job_id=job_id,
+        policy=policy.name,
+        manager=policy.manager,
+        vm_id=vm.id,
+        vm_name=vm.name,
+        repository=repository,
+        mode=policy.transfer_mode,
+        incremental=policy.backup.type == "incremental",
+        full_every=policy.backup.full_every,
+        excluded_disks=tuple(policy.exclude_disks),
+        quiesce=policy.quiesce,
+        pre_command=pre.to_guest_command() if pre else None,
+        post_command=post.to_guest_command() if post else None,
+        priority=policy.priority,
+    )

@@ -1,0 +1,413 @@
+"""The orchestrator's use cases, called by the HTTP API (and by tests directly).
+
+Everything outside Redis comes in by injection (the engine connection, the Celery submission,
+the repository), so the use cases run against fakes in unit tests and the real things in
+`build_service`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from orchestrator import managers as mgr
+from orchestrator.policies import (
+    NAME_PATTERN,
+    Policy,
+    VmLike,
+    backup_request,
+    describe_errors,
+    is_proxy,
+    selected_disks,
+    validate_policy,
+)
+from shared.errors import ConfigError, DroverError, ServiceError
+from shared.jobs import BackupRequest, RestoreRequest
+from shared.logging import get_logger
+from shared.settings import EngineSettings, Settings
+from shared.state import JobState, JobStatus, StateStore, VmLocked, new_job_id
+
+log = get_logger(__name__)
+POLICY = "policy"
+
+
+class NotFound(DroverError):
+    """The named object does not exist (HTTP 404)."""
+
+
+class Conflict(DroverError):
+    """The request clashes with what exists (HTTP 409)."""
+
+
+class EngineLike(Protocol):
+    """What the orchestrator needs of `shared.engine.client.EngineClient`."""
+
+    def __enter__(self) -> EngineLike: ...
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any: ...
+
+    def test(self) -> str: ...
+
+    def find_vms(
+        self, names: list[str], patterns: list[str], tags: list[str], clusters: list[str]
+    ) -> Sequence[VmLike]: ...
+
+
+class RepositoryLike(Protocol):
+    def list_backups(self) -> Sequence[Any]: ...
+
+
+EngineConnect = Callable[[EngineSettings], EngineLike]
+SubmitBackup = Callable[[BackupRequest, list[str], str], Any]
+SubmitRestore = Callable[[RestoreRequest], Any]
+OpenRepository = Callable[[str], RepositoryLike]
+
+
+class RestoreIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backup_id: str = Field(min_length=1)
+    name: str = ""
+    cluster: str = ""
+    storage_domain: str = ""
+    manager: str = Field(default="", pattern=f"({NAME_PATTERN})|^$")
+    repository: str = ""
+
+
+@dataclass
+class Service:
+    state: StateStore
+    settings: Settings
+    connect: EngineConnect
+    submit_backup: SubmitBackup
+    submit_restore: SubmitRestore
+    open_repository: OpenRepository
+
+    # managers --------------------------------------------------------------------------
+    def add_manager(self, data: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
+        manager = mgr.checked_manager(mgr.manager_from(data))
+        if not replace and self.state.document(mgr.KIND, manager.name):
+            raise Conflict(
+                f"manager {manager.name!r} already exists",
+                hint="remove it first, or replace it (PUT /managers/NAME, `--replace`)",
+            )
+        version = self._test_engine(manager)
+        self.state.put_document(mgr.KIND, manager.name, manager.document())
+        log.info("manager registered", manager=manager.name, url=manager.url)
+        return manager.public() | {"engine_version": version}
+
+    def _test_engine(self, manager: mgr.Manager) -> str:
+        try:
+            with self.connect(manager.engine_settings()) as engine:
+                return engine.test()
+        except DroverError as e:
+            e.message = f"connection test of manager {manager.name!r} failed: {e.message}"
+            e.args = (e.message,)
+            raise
+        except Exception as e:
+            raise ServiceError(
+                f"connection test of manager {manager.name!r} failed: {e}",
+                hint="check the URL, the network and the CA file",
+            ) from e
+
+    def managers(self) -> list[dict[str, Any]]:
+        return [mgr.manager_from(d).public() for d in self.state.documents(mgr.KIND)]
+
+    def manager(self, name: str) -> dict[str, Any]:
+        return self._manager(name).public()
+
+    def _manager(self, name: str) -> mgr.Manager:
+        document = self.state.document(mgr.KIND, name)
+        if document is None:
+            raise NotFound(
+                f"manager {name!r} is not registered",
+                hint=f"add it with `drover manager add {name} --url ... --username ...`",
+            )
+        return mgr.manager_from(document)
+
+    def remove_manager(self, name: str) -> None:
+        self._manager(name)
+        users = [p.name for p in self._policies() if p.manager == name]
+        if users:
+            raise Conflict(
+                f"manager {name!r} is used by policies {', '.join(users)}",
+                hint="remove those policies or point them at another manager first",
+            )
+        self.state.remove_document(mgr.KIND, name)
+
+    # policies --------------------------------------------------------------------------
+    def put_policy(
+        self, data: dict[str, Any], name: str = "", *, create: bool = False
+    ) -> dict[str, Any]:
+        if name:
+            data = _with_name(data, name)
+        policy = validate_policy(data)
+        if create and self.state.document(POLICY, policy.name):
+            raise Conflict(
+                f"policy {policy.name!r} already exists",
+                hint="replace it with PUT /policies/NAME or `drover policy apply`",
+            )
+        self.state.put_document(POLICY, policy.name, policy.model_dump(mode="json"))
+        log.info("policy stored", policy=policy.name)
+        return {"policy": policy.model_dump(mode="json"), "warnings": self._policy_warnings(policy)}
+
+    def _policy_warnings(self, policy: Policy) -> list[str]:
+        if self.state.document(mgr.KIND, policy.manager):
+            return []
+        return [
+            f"manager {policy.manager!r} is not registered yet: add it with "
+            f"`drover manager add {policy.manager} ...` before running the policy"
+        ]
+
+    def policies(self) -> list[dict[str, Any]]:
+        return [p.model_dump(mode="json") for p in self._policies()]
+
+    def _policies(self) -> list[Policy]:
+        return [Policy.model_validate(d) for d in self.state.documents(POLICY)]
+
+    def policy(self, name: str) -> dict[str, Any]:
+        return self._policy(name).model_dump(mode="json")
+
+    def _policy(self, name: str) -> Policy:
+        document = self.state.document(POLICY, name)
+        if document is None:
+            raise NotFound(
+                f"policy {name!r} does not exist",
+                hint="list policies with GET /policies; add one with `drover policy apply -f FILE`",
+            )
+        return Policy.model_validate(document)
+
+    def remove_policy(self, name: str) -> None:
+        if not self.state.remove_document(POLICY, name):
+            raise NotFound(f"policy {name!r} does not exist")
+
+    # running a policy ------------------------------------------------------------------
+    def run_policy(self, name: str) -> dict[str, Any]:
+        """One queued job per selected VM; VMs another job holds are refused, not doubled."""
+        policy = self._policy(name)
+        manager = self._policy_manager(policy)
+        vms = self._select_vms(policy, manager)
+        repository = policy.repository or self.settings.default_repository
+        jobs: list[dict[str, Any]] = []
+        refused: list[dict[str, str]] = []
+        for vm in vms:
+            outcome = self._start_backup(policy, vm, repository)
+            (jobs if "job_id" in outcome else refused).append(outcome)
+        log.info("policy run", policy=name, jobs=len(jobs), refused=len(refused))
+        return {"policy": name, "vms": len(vms), "jobs": jobs, "refused": refused}
+
+    def _policy_manager(self, policy: Policy) -> mgr.Manager:
+        try:
+            return self._manager(policy.manager)
+        except NotFound:
+            raise ConfigError(
+                f"policy {policy.name!r} names manager {policy.manager!r}, which is not registered",
+                hint=f"add it with `drover manager add {policy.manager} ...` "
+                "or change the policy's manager",
+            ) from None
+
+    def _select_vms(self, policy: Policy, manager: mgr.Manager) -> list[VmLike]:
+        s = policy.vms
+        with self.connect(manager.engine_settings()) as engine:
+            found = engine.find_vms(list(s.names), list(s.patterns), list(s.tags), list(s.clusters))
+        return [vm for vm in found if not is_proxy(vm)]
+
+    def _start_backup(self, policy: Policy, vm: VmLike, repository: str) -> dict[str, Any]:
+        disks = selected_disks(policy, vm)
+        if not disks:
+            return _refusal(vm, "every disk of the VM is excluded by the policy's exclude_disks")
+        job_id = new_job_id()
+        reason = self._claim_vm(vm, job_id)
+        if reason:
+            return _refusal(vm, reason)
+        request = backup_request(policy, vm, job_id, repository)
+        self.state.create_job(_job_for(request, vm))
+        return self._submit(request, [d.id for d in disks], vm)
+
+    def _claim_vm(self, vm: VmLike, job_id: str) -> str:
+        """Take the VM's lock for the new job; a reason when another live job holds it."""
+        for _attempt in range(2):
+            try:
+                self.state.lock_vm(vm.id, job_id)
+                return ""
+            except VmLocked:
+                holder = self.state.vm_lock_holder(vm.id)
+                reason = self._live_holder(vm, holder)
+                if reason:
+                    return reason
+                self.state.unlock_vm(vm.id, holder)  # its job finished: a stale lock
+        return f"VM {vm.name} is locked by another job: retry the run"
+
+    def _live_holder(self, vm: VmLike, holder: str) -> str:
+        job = self.state.job(holder) if holder else None
+        if job is not None and job.status.finished:
+            return ""
+        status = job.status if job is not None else "unknown"
+        return (
+            f"VM {vm.name} is already being backed up by job {holder} ({status}): "
+            f"no second snapshot is taken; wait for that job (`drover jobs {holder}`)"
+        )
+
+    def _submit(self, request: BackupRequest, disk_ids: list[str], vm: VmLike) -> dict[str, Any]:
+        try:
+            self.submit_backup(request, disk_ids, vm.cluster_name)
+        except Exception as e:
+            error = f"could not queue the job: {e}"
+            self.state.set_status(request.job_id, JobStatus.FAILED, error)
+            self.state.unlock_vm(vm.id, request.job_id)
+            return _refusal(vm, f"{error} (is the broker at the configured URL reachable?)")
+        return {"job_id": request.job_id, "vm": vm.name, "vm_id": vm.id, "disks": disk_ids}
+
+    # jobs ------------------------------------------------------------------------------
+    def jobs(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [job_view(job) for job in self.state.jobs(limit)]
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        job = self.state.job(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id!r} does not exist", hint="list jobs with `drover jobs`")
+        return job_view(job)
+
+    # backups and restores --------------------------------------------------------------
+    def backups(self, repository: str = "") -> list[dict[str, Any]]:
+        location = repository or self.settings.default_repository
+        if "://" not in location and not Path(location).exists():
+            return []
+        return [backup_view(b) for b in self.open_repository(location).list_backups()]
+
+    def backup(self, backup_id: str, repository: str = "") -> dict[str, Any]:
+        for backup in self.backups(repository):
+            if backup["backup_id"] == backup_id:
+                return backup
+        location = repository or self.settings.default_repository
+        raise NotFound(
+            f"backup {backup_id!r} is not in repository {location}",
+            hint="list backups with `drover backups`",
+        )
+
+    def restore(self, data: dict[str, Any]) -> dict[str, Any]:
+        spec = _restore_input(data)
+        repository = spec.repository or self.settings.default_repository
+        backup = self.backup(spec.backup_id, repository)
+        manager = self._restore_manager(spec.manager)
+        request = RestoreRequest(
+            job_id=new_job_id(),
+            manager=manager,
+            repository=repository,
+            backup_id=spec.backup_id,
+            name=spec.name,
+            cluster=spec.cluster,
+            storage_domain=spec.storage_domain,
+        )
+        job = JobState(
+            id=request.job_id,
+            vm_id=backup["vm_id"],
+            vm_name=backup["vm_name"],
+            manager=manager,
+            mode="restore",
+            kind="restore",
+            backup_id=spec.backup_id,
+        )
+        self.state.create_job(job)
+        self._submit_restore(request)
+        return {"job_id": request.job_id, "backup_id": spec.backup_id, "manager": manager}
+
+    def _restore_manager(self, name: str) -> str:
+        if name:
+            return self._manager(name).name
+        names = [d["name"] for d in self.state.documents(mgr.KIND)]
+        if len(names) == 1:
+            return str(names[0])
+        raise ConfigError(
+            "name the manager to restore through"
+            if names
+            else "no manager is registered to restore through",
+            hint=f"pass manager (one of: {', '.join(names)})"
+            if names
+            else "add one with `drover manager add NAME ...`",
+        )
+
+    def _submit_restore(self, request: RestoreRequest) -> None:
+        try:
+            self.submit_restore(request)
+        except Exception as e:
+            error = f"could not queue the restore: {e}"
+            self.state.set_status(request.job_id, JobStatus.FAILED, error)
+            raise ServiceError(error, hint="check that the broker is reachable") from e
+
+
+# views and helpers ---------------------------------------------------------------------
+
+
+def job_view(job: JobState) -> dict[str, Any]:
+    data = job.to_dict()
+    data["finished"] = job.status.finished
+    data["size"] = sum(d.size for d in job.disks)
+    data["bytes_read"] = sum(d.bytes_read for d in job.disks)
+    data["rate_bps"] = sum(round(d.rate_bps) for d in job.disks if not job.status.finished)
+    return data
+
+
+def backup_view(backup: Any) -> dict[str, Any]:
+    data = dict(backup.to_dict() if hasattr(backup, "to_dict") else backup)
+    data["disks"] = [
+        {k: v for k, v in disk.items() if k != "chunks"} for disk in data.get("disks", [])
+    ]
+    data.pop("ovf", None)
+    return data
+
+
+def _job_for(request: BackupRequest, vm: VmLike) -> JobState:
+    return JobState(
+        id=request.job_id,
+        vm_id=vm.id,
+        vm_name=vm.name,
+        policy=request.policy,
+        manager=request.manager,
+        mode=request.mode,
+        status=JobStatus.QUEUED,
+    )
+
+
+def _refusal(vm: VmLike, reason: str) -> dict[str, str]:
+    return {"vm": vm.name, "vm_id": vm.id, "reason": reason}
+
+
+def _with_name(data: dict[str, Any], name: str) -> dict[str, Any]:
+    given = data.get("name")
+    if given not in (None, name):
+        raise ConfigError(
+            f"the policy body is named {given!r} but the URL names {name!r}",
+            hint="make them the same, or leave name out of the body",
+        )
+    return {**data, "name": name}
+
+
+def _restore_input(data: dict[str, Any]) -> RestoreIn:
+    try:
+        return RestoreIn.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"restore: {describe_errors(e, RestoreIn)}") from None
+
+
+def build_service(settings: Settings) -> Service:
+    """The service wired to the real engine client, Celery app and repository."""
+    from shared.engine.client import EngineClient
+    from shared.repository.repository import Repository
+    from workers import canvas
+    from workers.app import create_app
+
+    app = create_app(settings)
+    return Service(
+        state=StateStore.from_url(settings.redis_url),
+        settings=settings,
+        connect=EngineClient.connect,
+        submit_backup=functools.partial(canvas.submit_backup, app),
+        submit_restore=functools.partial(canvas.submit_restore, app),
+        open_repository=functools.partial(Repository.open, create=False),
+    )

@@ -1,0 +1,189 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.errors import ConfigError
+from shared.state import JobState, JobStatus
+from tests.unit.orchestrator_fakes import (
+    TestClient,
+    World,
+    api_client,
+    make_world,
+    manager_body,
+    policy_body,
+    quiet_logs,  # noqa: F401  (an autouse fixture)
+    vm,
+)
+
+PROXY = vm("proxy1", "drover-proxy-cluster1", tags=["drover-proxy"])
+
+
+@pytest.fixture
+def world() -> World:
+    world = make_world()
+    world.service.add_manager(manager_body())
+    world.service.put_policy(policy_body())
+    world.engine.vms = [vm("vm-a", "web1"), vm("vm-b", "db01", cluster="cluster2"), PROXY]
+    return world
+
+
+@pytest.fixture
+def client(world: World) -> TestClient:
+    return api_client(world)
+
+
+def test_run_expands_into_one_queued_job_per_vm(world: World) -> None:
+    run = world.service.run_policy("nightly")
+    assert run["vms"] == 2 and run["refused"] == []
+    assert [job["vm"] for job in run["jobs"]] == ["web1", "db01"]
+    submitted = {
+        request.vm_name: (request, disks, cl) for request, disks, cl in world.submit.backups
+    }
+    request, disks, cluster = submitted["db01"]
+    assert disks == ["vm-b-d0"]  # "scratch" excluded by name
+    assert cluster == "cluster2"
+    assert request.policy == "nightly" and request.manager == "lab"
+    assert request.mode == "image_transfer" and request.priority == 7
+    assert request.repository == "memory://repo"
+    job = world.state.job(request.job_id)
+    assert job is not None and job.status == JobStatus.QUEUED
+    assert (job.vm_id, job.vm_name, job.policy, job.mode) == (
+        "vm-b",
+        "db01",
+        "nightly",
+        "image_transfer",
+    )
+    assert world.state.vm_lock_holder("vm-b") == request.job_id  # claimed for the queued job
+    assert world.engine.searches == [([], ["*"], [], [])]
+    assert "proxy1" not in world.state.locks
+
+
+def test_a_vm_held_by_a_live_job_is_refused(world: World) -> None:
+    world.state.create_job(JobState(id="running1", vm_id="vm-a", status=JobStatus.RUNNING))
+    world.state.locks["vm-a"] = "running1"
+    run = world.service.run_policy("nightly")
+    assert [job["vm"] for job in run["jobs"]] == ["db01"]
+    [refusal] = run["refused"]
+    assert refusal["vm"] == "web1"
+    assert "already being backed up by job running1 (running)" in refusal["reason"]
+    assert "no second snapshot" in refusal["reason"]
+    assert [r.vm_name for r, _, _ in world.submit.backups] == ["db01"]
+    assert world.state.vm_lock_holder("vm-a") == "running1"
+
+
+def test_running_twice_never_doubles_a_vm(world: World) -> None:
+    first = world.service.run_policy("nightly")
+    second = world.service.run_policy("nightly")
+    assert len(first["jobs"]) == 2 and second["jobs"] == []
+    assert all("(queued)" in r["reason"] for r in second["refused"])
+    assert len(world.submit.backups) == 2
+
+
+def test_a_stale_lock_of_a_finished_job_is_taken_over(world: World) -> None:
+    world.state.create_job(JobState(id="old", vm_id="vm-a", status=JobStatus.FAILED))
+    world.state.locks["vm-a"] = "old"
+    run = world.service.run_policy("nightly")
+    assert len(run["jobs"]) == 2
+    assert world.state.vm_lock_holder("vm-a") == run["jobs"][0]["job_id"]
+
+
+def test_every_disk_excluded_is_refused(world: World) -> None:
+    world.service.put_policy(policy_body(exclude_disks=["scratch", "web1_os", "db01_os"]))
+    run = world.service.run_policy("nightly")
+    assert run["jobs"] == [] and len(run["refused"]) == 2
+    assert "every disk" in run["refused"][0]["reason"]
+
+
+def test_a_failed_submission_fails_the_job_and_frees_the_vm(world: World) -> None:
+    world.submit.error = ConnectionError("broker down")
+    run = world.service.run_policy("nightly")
+    assert run["jobs"] == [] and "broker down" in run["refused"][0]["reason"]
+    assert all(job.status == JobStatus.FAILED for job in world.state.jobs())
+    assert world.state.locks == {}
+
+
+def test_unknown_manager_at_run_time(world: World, client: TestClient) -> None:
+    world.service.put_policy(policy_body(name="orphan", manager="gone"))
+    response = client.post("/policies/orphan/run")
+    assert response.status_code == 400
+    assert "names manager 'gone', which is not registered" in response.json()["detail"]
+    assert client.post("/policies/nope/run").status_code == 404
+
+
+def test_policy_endpoints(client: TestClient) -> None:
+    body = policy_body(name="weekly", manager="unregistered")
+    created = client.post("/policies", json=body)
+    assert created.status_code == 201
+    assert "not registered yet" in created.json()["warnings"][0]
+    assert client.post("/policies", json=body).status_code == 409
+    assert client.put("/policies/other", json=body).status_code == 400
+    assert {p["name"] for p in client.get("/policies").json()} == {"nightly", "weekly"}
+    assert client.get("/policies/weekly").json()["priority"] == 7
+    bad = client.put("/policies/weekly", json=body | {"vms": {"namez": ["x"]}})
+    assert bad.status_code == 400
+    assert (
+        "unknown key 'vms.namez' (allowed here: names, patterns, tags, clusters)"
+        in (bad.json()["detail"])
+    )
+    bad = client.put("/policies/weekly", json=body | {"mode": "nbd"})
+    assert bad.status_code == 400 and "mode:" in bad.json()["detail"]
+    assert client.delete("/policies/weekly").status_code == 204
+    assert client.get("/policies/weekly").status_code == 404
+
+
+def test_run_and_jobs_over_http(world: World, client: TestClient) -> None:
+    response = client.post("/policies/nightly/run")
+    assert response.status_code == 202
+    job_id = response.json()["jobs"][0]["job_id"]
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "queued" and job["finished"] is False
+    assert {"disks", "warnings", "error", "kind", "bytes_read", "rate_bps"} <= set(job)
+    assert len(client.get("/jobs", params={"limit": 1}).json()) == 1
+    assert client.get("/jobs/nope").status_code == 404
+    assert client.get("/jobs", params={"limit": 0}).status_code == 400
+
+
+BACKUP = {
+    "backup_id": "b1",
+    "vm_id": "vm-a",
+    "vm_name": "web1",
+    "kind": "full",
+    "parent_id": None,
+    "mode": "image_transfer",
+    "created_at": "2024-01-01T02:00:00Z",
+    "disks": [{"disk_id": "d0", "name": "web1_os", "size": 1024, "format": "cow"}],
+}
+
+
+def test_backups_and_restores(world: World, client: TestClient) -> None:
+    world.repository.summaries = [BACKUP]
+    assert client.get("/backups").json() == [BACKUP]
+    assert client.get("/backups/b1").json()["vm_name"] == "web1"
+    assert client.get("/backups/nope").status_code == 404
+    response = client.post("/restores", json={"backup_id": "b1", "name": "web1-copy"})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    [request] = world.submit.restores
+    assert (request.job_id, request.manager, request.name) == (job_id, "lab", "web1-copy")
+    assert request.repository == "memory://repo"
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["mode"] == "restore" and job["vm_name"] == "web1" and job["backup_id"] == "b1"
+    assert client.post("/restores", json={"backup_id": "nope"}).status_code == 404
+    bad = client.post("/restores", json={"backup_id": "b1", "clustr": "x"})
+    assert bad.status_code == 400 and "unknown key 'clustr'" in bad.json()["detail"]
+
+
+def test_restore_needs_a_manager_when_there_are_several(world: World) -> None:
+    world.repository.summaries = [BACKUP]
+    world.service.add_manager(manager_body(name="other"))
+    with pytest.raises(ConfigError, match="name the manager"):
+        world.service.restore({"backup_id": "b1"})
+    assert world.service.restore({"backup_id": "b1", "manager": "other"})["manager"] == "other"
+
+
+def test_missing_local_repository_lists_nothing(tmp_path: Path) -> None:
+    world = make_world(tmp_repository=f"{tmp_path}/none")
+    assert world.service.backups() == []
+    assert world.repository.opened == []
