@@ -40,12 +40,29 @@ class Fleet:
         service = self.connection.system_service().vms_service().vm_service(vm.id)
         return [a.disk.id for a in service.disk_attachments_service().list()]
 
-    def backup(self, vm: Any, disk_ids: list[str], **options: Any) -> JobState:
+    def backup(
+        self, vm: Any, disk_ids: list[str], repository: str = "", **options: Any
+    ) -> JobState:
         job_id = new_job_id()
-        request = BackupRequest(job_id=job_id, policy="bench", manager=MANAGER, vm_id=vm.id,
-                                vm_name=vm.name, repository=self.repository, **options)
-        self.store.create_job(JobState(id=job_id, vm_id=vm.id, vm_name=vm.name, policy="bench",
-                                       manager=MANAGER, mode=request.mode))
+        request = BackupRequest(
+            job_id=job_id,
+            policy="bench",
+            manager=MANAGER,
+            vm_id=vm.id,
+            vm_name=vm.name,
+            repository=repository or self.repository,
+            **options,
+        )
+        self.store.create_job(
+            JobState(
+                id=job_id,
+                vm_id=vm.id,
+                vm_name=vm.name,
+                policy="bench",
+                manager=MANAGER,
+                mode=request.mode,
+            )
+        )
         submit_backup(self.app, request, disk_ids)
         return self.wait(job_id)
 
@@ -68,16 +85,28 @@ def fleet(root: Path, *lab_args: str, concurrency: int = 2) -> Iterator[Fleet]:
         register_lab_manager(store, lab)
         stack.enter_context(worker_process(redis_url, root / "worker.log", QUEUES, concurrency))
         engine = lab["engine"]
-        connection = stack.enter_context(sdk.Connection(
-            url=engine["url"], username=engine["username"], password=engine["password"],
-            ca_file=engine["ca_file"]))
+        connection = stack.enter_context(
+            sdk.Connection(
+                url=engine["url"],
+                username=engine["username"],
+                password=engine["password"],
+                ca_file=engine["ca_file"],
+            )
+        )
         app = create_app(load_settings(redis_url=redis_url))
         yield Fleet(lab, app, store, connection, str(root / "repository"))
 
 
 def register_lab_manager(store: StateStore, lab: dict[str, Any]) -> None:
     engine = lab["engine"]
-    store.put_document("manager", MANAGER, {
-        "name": MANAGER, "url": engine["url"], "username": engine["username"],
-        "password": engine["password"], "ca_file": engine["ca_file"],
-    })
+    store.put_document(
+        "manager",
+        MANAGER,
+        {
+            "name": MANAGER,
+            "url": engine["url"],
+            "username": engine["username"],
+            "password": engine["password"],
+            "ca_file": engine["ca_file"],
+        },
+    )

@@ -88,16 +88,23 @@ def worker_process(
 
 
 def wait_for_worker(redis_url: str, queue: str, process: subprocess.Popen[bytes]) -> None:
+    """Until the worker answers a broadcast ping (no result backend involved)."""
     from shared.settings import load_settings
     from workers.app import create_app
 
     app = create_app(load_settings(redis_url=redis_url))
     deadline = time.monotonic() + WORKER_START_TIMEOUT_S
-    result = app.send_task("drover.health.ping", queue=queue)
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ServiceError(f"the worker exited with {process.returncode} at start")
-        if result.ready():
-            return
-        time.sleep(0.1)
-    raise ServiceError(f"the worker did not answer in {WORKER_START_TIMEOUT_S:.0f} s")
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise ServiceError(f"the worker exited with {process.returncode} at start")
+            if _serves(app, queue):
+                return
+        raise ServiceError(f"the worker did not answer in {WORKER_START_TIMEOUT_S:.0f} s")
+    finally:
+        app.close()
+
+
+def _serves(app: Any, queue: str) -> bool:
+    replies = app.control.inspect(timeout=0.5).active_queues() or {}
+    return any(q["name"] == queue for queues in replies.values() for q in queues)

@@ -271,7 +271,10 @@ class Service:
         job = self.state.job(job_id)
         if job is None:
             raise NotFound(f"job {job_id!r} does not exist", hint="list jobs with `drover jobs`")
-        return job_view(job)
+        view = job_view(job)
+        if job.mode == "restore" and job.status.finished:
+            view["result"] = self.state.context(job_id)  # the restored VM and its checksums
+        return view
 
     # backups and restores --------------------------------------------------------------
     def backups(self, repository: str = "") -> list[dict[str, Any]]:

@@ -45,6 +45,7 @@ def transfer_disk_to_repository(
             log.info("copying disk", planned=len(plans), already_stored=len(plans) - len(todo))
             copier = ChunkCopier(source, repo.put_chunk, repo.chunk_size, READ_CONNECTIONS)
             copier.copy(todo, lambda plan, digest: _record(store, job_id, disk_id, plan, digest))
+        repo.sync()
         engine.finalize_transfer(transfer.id)
     except BaseException:
         _cancel_quietly(engine, transfer.id)

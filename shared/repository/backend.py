@@ -47,6 +47,10 @@ class Backend(Protocol):
         """Delete an object; `ObjectNotFound` if absent."""
         ...
 
+    def sync(self) -> None:
+        """Make every save so far durable; a backend whose saves already are does nothing."""
+        ...
+
 
 def check_name(name: str) -> str:
     """Refuse names that could escape the repository or are not object names."""

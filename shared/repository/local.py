@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,8 @@ class LocalBackend:
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
         self.root = Path(root)
         self.fsync = fsync
+        self._unsynced_dirs: set[Path] = set()
+        self._lock = threading.Lock()
 
     @property
     def location(self) -> str:
@@ -40,11 +43,28 @@ class LocalBackend:
         try:
             self._write_tmp(tmp, data)
             os.replace(tmp, path)
-            if self.fsync:
-                _fsync_dir(path.parent)
+            self._sync_name(path.parent)
         except OSError as exc:
             _unlink_quietly(tmp)
             raise _os_error("write", name, self.location, exc) from exc
+
+    def sync(self) -> None:
+        """Make every rename since the last sync durable (one fsync per directory)."""
+        with self._lock:
+            directories, self._unsynced_dirs = self._unsynced_dirs, set()
+        for directory in directories:
+            _fsync_dir(directory)
+
+    def _sync_name(self, directory: Path) -> None:
+        """The data is already on disk; a lost rename only loses a chunk written again later,
+        so chunk directories are synced in batches by `sync()`, everything else at once."""
+        if not self.fsync:
+            return
+        if directory.parent.name == "chunks" and directory.parent.parent == self.root:
+            with self._lock:
+                self._unsynced_dirs.add(directory)
+        else:
+            _fsync_dir(directory)
 
     def load(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         try:

@@ -48,6 +48,9 @@ class MemoryBackend:
             if self._objects.pop(name, None) is None:
                 raise ObjectNotFound(name, self._location)
 
+    def sync(self) -> None:
+        return None
+
     def _get(self, name: str) -> bytes:
         with self._lock:
             data = self._objects.get(name)

@@ -62,6 +62,10 @@ class Repository:
         """Store a non-zero chunk (idempotent) and return its digest; ValueError for zeros."""
         return self.chunks.put(data)
 
+    def sync(self) -> None:
+        """Make the chunks stored so far durable; call before reporting them stored."""
+        self.backend.sync()
+
     def has_chunk(self, digest: str) -> bool:
         return self.chunks.has(digest)
 

@@ -70,6 +70,9 @@ class FakeState:
     def job(self, job_id: str) -> JobState | None:
         return copy.deepcopy(self.job_states.get(job_id))
 
+    def context(self, job_id: str) -> dict[str, Any] | None:
+        return None
+
     def jobs(self, limit: int = 100) -> list[JobState]:
         jobs = sorted(self.job_states.values(), key=lambda j: j.created_at, reverse=True)
         return [copy.deepcopy(j) for j in jobs[:limit]]

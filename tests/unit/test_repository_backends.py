@@ -148,3 +148,11 @@ def test_local_removes_stale_temporaries(tmp_path: Path) -> None:
     os.utime(stale, (1, 1))
     assert backend.remove_stale_temporaries(older_than_s=600) == 1
     assert not stale.exists() and fresh.exists() and backend.exists("chunks/ab/abc")
+
+
+def test_sync_after_saves_keeps_them(backend: Backend) -> None:
+    backend.save("chunks/cd/cdef01", b"chunk")
+    backend.save("manifests/b2", b"manifest")
+    backend.sync()
+    backend.sync()  # nothing left to sync is fine
+    assert backend.load("chunks/cd/cdef01") == b"chunk"
