@@ -1,70 +1,113 @@
-"""`drover demo`: the lab, a private Redis and a worker fleet, driven end to end.
+"""`drover demo`: Drover end to end on embedded defaults.
 
-Backup modes are added to `MODES` as they land; until then the demo checks the fleet
-and the estate (a snapshot taken and removed on every VM, nothing left behind).
+A private Redis, the lab, the API, a worker and Flower as processes; a policy backs up
+every VM (full), the guests write, the policy runs again (incremental), and the newest
+incremental of one VM is restored under a new name and verified. Nothing may be left on
+the engine afterwards.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import click
 import ovirtsdk4 as sdk
-import ovirtsdk4.types as types
 
+from lab.demo_run import DemoRun
 from lab.leftovers import count_leftovers
-from lab.processes import lab_process, worker_process
+from lab.processes import free_port, lab_process, service_process, worker_process
 from lab.redis_server import redis_server
+from orchestrator.client import ApiClient
 from shared.errors import DroverError
 
-MODES: tuple[str, ...] = ()  # backup modes the demo can run; filled as they are built
-SNAPSHOT_TIMEOUT_S = 120.0
+MODES = ("image_transfer",)
 
 
 @click.command("demo")
-@click.option("--modes", default="", help="Comma-separated backup modes to run.")
+@click.option(
+    "--modes",
+    default=",".join(MODES),
+    show_default=True,
+    help="Comma-separated backup modes to run.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the demo's files here (default: a temporary directory).",
+)
 def demo_command(modes: str, as_json: bool, state_dir: Path | None) -> None:
     """Run Drover end to end against the lab on embedded defaults."""
-    wanted = [m for m in modes.split(",") if m]
+    wanted = [m.strip() for m in modes.split(",") if m.strip()]
     unknown = sorted(set(wanted) - set(MODES))
-    if unknown:
+    if unknown or not wanted:
         raise DroverError(
-            f"mode(s) {', '.join(unknown)} are not available in this build",
-            hint=f"choose from: {', '.join(MODES) or 'none yet'}",
+            f"mode(s) {', '.join(unknown) or '(none)'} cannot run in the demo yet",
+            hint=f"choose from: {', '.join(MODES)}",
         )
     with ExitStack() as stack:
         root = state_dir or Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="drover-demo-"))
         )
-        report = _run(root, stack, as_json)
+        report = _run(root, stack, wanted, say=_sayer(as_json))
     _print(report, as_json)
     if not report["ok"]:
         raise SystemExit(1)
 
 
-def _run(root: Path, stack: ExitStack, quiet: bool) -> dict[str, Any]:
-    def say(message: str) -> None:
-        if not quiet:
-            click.echo(message, err=True)
-
-    say("starting a private Redis, the lab and a worker ...")
-    url = stack.enter_context(redis_server(root / "redis"))
+def _run(root: Path, stack: ExitStack, modes: list[str], say: Any) -> dict[str, Any]:
+    say("starting a private Redis, the lab, the API, a worker and Flower ...")
+    redis_url = stack.enter_context(redis_server(root / "redis"))
     lab = stack.enter_context(lab_process(root / "lab"))
-    stack.enter_context(worker_process(url, root / "worker.log"))
+    token = secrets.token_urlsafe(24)
+    env = {
+        "DROVER_REDIS_URL": redis_url,
+        "DROVER_API_TOKENS": json.dumps([token]),
+        "DROVER_FLOWER_USER": "demo",
+        "DROVER_FLOWER_PASSWORD": secrets.token_urlsafe(12),
+    }
+    api_port, flower_port = free_port(), free_port()
+    stack.enter_context(
+        service_process(
+            ["api", "--port", str(api_port)],
+            env,
+            root / "api.log",
+            f"http://127.0.0.1:{api_port}/health",
+        )
+    )
+    stack.enter_context(
+        service_process(
+            ["flower", "--port", str(flower_port)],
+            env,
+            root / "flower.log",
+            f"http://127.0.0.1:{flower_port}/healthcheck",
+        )
+    )
+    stack.enter_context(
+        worker_process(
+            redis_url, root / "worker.log", "drover.default,transfer.image", concurrency=2
+        )
+    )
+    api = ApiClient(f"http://127.0.0.1:{api_port}", token)
     connection = stack.enter_context(_connect(lab["engine"]))
-    vms = connection.system_service().vms_service().list()
-    say(f"lab up: {len(vms)} VMs; taking and removing a snapshot of each ...")
-    checked = [_snapshot_round_trip(connection, vm) for vm in vms]
+    results = {mode: DemoRun(api, lab, root, mode, say).run() for mode in modes}
     leftovers = count_leftovers(connection)
-    ok = all(c["ok"] for c in checked) and not any(leftovers.values())
-    return {"ok": ok, "modes": {}, "vms": checked, "leftovers": leftovers}
+    ok = all(r["ok"] for r in results.values()) and not any(leftovers.values())
+    return {"ok": ok, "modes": {m: _public(r) for m, r in results.items()}, "leftovers": leftovers}
+
+
+def _public(result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "backups": result["backups"],
+        "restores": result["restores"],
+        **({"errors": result["errors"]} if result["errors"] else {}),
+    }
 
 
 def _connect(engine: dict[str, Any]) -> sdk.Connection:
@@ -76,37 +119,31 @@ def _connect(engine: dict[str, Any]) -> sdk.Connection:
     )
 
 
-def _snapshot_round_trip(connection: sdk.Connection, vm: types.Vm) -> dict[str, Any]:
-    snapshots = connection.system_service().vms_service().vm_service(vm.id).snapshots_service()
-    started = time.monotonic()
-    snapshot = snapshots.add(types.Snapshot(description="drover demo", persist_memorystate=False))
-    service = snapshots.snapshot_service(snapshot.id)
-    ok = _wait(lambda: service.get().snapshot_status == types.SnapshotStatus.OK)
-    service.remove()
-    ok = ok and _wait(lambda: all(s.id != snapshot.id for s in snapshots.list()))
-    return {"vm": vm.name, "ok": ok, "seconds": round(time.monotonic() - started, 2)}
+def _sayer(quiet: bool) -> Any:
+    def say(message: str) -> None:
+        if not quiet:
+            click.echo(message, err=True)
 
-
-def _wait(condition: Any) -> bool:
-    deadline = time.monotonic() + SNAPSHOT_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return True
-        except sdk.Error:
-            pass
-        time.sleep(0.2)
-    return False
+    return say
 
 
 def _print(report: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    for vm in report["vms"]:
-        click.echo(
-            f"{vm['vm']:<28} snapshot round trip {'ok' if vm['ok'] else 'FAILED'} "
-            f"({vm['seconds']} s)"
-        )
+    for mode, result in report["modes"].items():
+        click.echo(f"== {mode}")
+        for b in result["backups"]:
+            click.echo(
+                f"  {b['vm']:<10} {b['kind']:<12} {b['bytes_read'] / 2**20:8.1f} MiB "
+                f"{b['seconds']:6.2f} s  {b['backup_id']}"
+            )
+        for r in result["restores"]:
+            click.echo(
+                f"  restored {r['vm']} from {r['backup_id']}: "
+                f"{'verified' if r['verified'] else 'NOT VERIFIED'}"
+            )
+        for error in result.get("errors", []):
+            click.echo(f"  error: {error}")
     click.echo(f"leftovers on the engine: {report['leftovers']}")
     click.echo("demo " + ("succeeded" if report["ok"] else "FAILED"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,11 +14,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from lab.labfile import wait_for_lab_json
 from shared.errors import DroverError, ServiceError
 
 LAB_START_TIMEOUT_S = 120.0
 WORKER_START_TIMEOUT_S = 60.0
+SERVICE_START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 20.0
 
 
@@ -70,6 +74,40 @@ def lab_process(state_dir: Path, *extra: str) -> Iterator[dict[str, Any]]:
         yield document
     finally:
         stop_process(process)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def service_process(
+    args: list[str], env: dict[str, str], log_file: Path, ready_url: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A drover server command (api, flower), returned once `ready_url` answers HTTP."""
+    process = start_drover(args, log_file, env)
+    try:
+        _wait_http(ready_url, process, log_file)
+        yield process
+    finally:
+        stop_process(process)
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], log_file: Path) -> None:
+    deadline = time.monotonic() + SERVICE_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServiceError(
+                f"`drover` exited with {process.returncode} at start; see {log_file}"
+            )
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise ServiceError(f"{url} did not answer in {SERVICE_START_TIMEOUT_S:.0f} s; see {log_file}")
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from shared.restore.verify import image_sha256
 from shared.sources.imageio import ImageioSink, ImageioSource
 
 WRITE_CONNECTIONS = 4
+BLOCK_STORAGE = {"iscsi", "fcp"}
 log = get_logger(__name__)
 
 
@@ -77,9 +78,10 @@ def _restore_disk(
     created: list[tuple[str, str]],
 ) -> RestoredDisk:
     domain = request.storage_domain or where.get("storage_domain_id", "")
-    new = engine.add_disk(disk.name or disk.disk_id, disk.size, disk.format, domain)
+    sparse = disk.format == "cow" or not _is_block(engine, domain)
+    new = engine.add_disk(disk.name or disk.disk_id, disk.size, disk.format, domain, sparse)
     created.append(("disk", new.id))
-    _upload(engine, repo, manifest.backup_id, disk.disk_id, new.id)
+    _upload(engine, repo, manifest.backup_id, disk, new.id, zero_fill=not sparse)
     expected = repo.image_sha256(manifest.backup_id, disk.disk_id)
     actual = _read_back_sha256(engine, new.id)
     if actual != expected:
@@ -94,11 +96,23 @@ def _restore_disk(
     return RestoredDisk(disk.disk_id, new.id, disk.name, actual, True)
 
 
-def _upload(engine: Any, repo: Any, backup_id: str, disk_id: str, new_disk_id: str) -> None:
+def _is_block(engine: Any, domain: str) -> bool:
+    """Block domains (iSCSI, FC) take raw disks only preallocated, as the engine insists."""
+    for sd in engine.storage_domains():
+        if domain in (sd.id, sd.name):
+            return str(sd.type) in BLOCK_STORAGE
+    return False
+
+
+def _upload(
+    engine: Any, repo: Any, backup_id: str, disk: Any, new_disk_id: str, zero_fill: bool
+) -> None:
+    """A preallocated disk may hold stale bytes, so its zero chunks are written too."""
     transfer = engine.start_transfer(disk_id=new_disk_id, direction="upload")
     try:
         with ImageioSink(transfer, engine.ca_file) as sink:
-            _write_chunks(sink, repo.read_image(backup_id, disk_id))
+            chunks = repo.read_image(backup_id, disk.disk_id)
+            _write_chunks(sink, chunks, disk, zero_fill)
             sink.flush()
         engine.finalize_transfer(transfer.id)
     except BaseException:
@@ -106,13 +120,18 @@ def _upload(engine: Any, repo: Any, backup_id: str, disk_id: str, new_disk_id: s
         raise
 
 
-def _write_chunks(sink: Any, chunks: Iterator[tuple[int, bytes | None]]) -> None:
-    """Parallel writes, at most a few chunks in memory; zeros are already there."""
+def _write_chunks(
+    sink: Any, chunks: Iterator[tuple[int, bytes | None]], disk: Any, zero_fill: bool
+) -> None:
+    """Parallel writes, at most a few chunks in memory."""
     pending: deque[Future[None]] = deque()
     with ThreadPoolExecutor(WRITE_CONNECTIONS) as pool:
         for offset, data in chunks:
             if data is not None:
                 pending.append(pool.submit(sink.write, offset, data))
+            elif zero_fill:
+                length = min(disk.chunk_size, disk.size - offset)
+                pending.append(pool.submit(sink.zero, offset, length))
             while len(pending) > 2 * WRITE_CONNECTIONS:
                 pending.popleft().result()
         for write in pending:
