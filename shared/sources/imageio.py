@@ -47,7 +47,8 @@ class _Transfer:
         )
         self.via_proxy = self.url != transfer.transfer_url
         server_limit = meta.max_writers if writers else meta.max_readers
-        self._pool = ConnectionPool(meta, min(max_connections, server_limit))
+        # The metadata connection counts against the server's limit too; one more stalls.
+        self._pool = ConnectionPool(meta, min(max_connections, max(1, server_limit - 1)))
 
     @property
     def connections(self) -> int:

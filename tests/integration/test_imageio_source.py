@@ -108,6 +108,21 @@ def test_full_backup_reads_what_the_guest_sees(
     assert sha256(image) == sha256(expected)
 
 
+def test_as_many_callers_as_the_server_allows_do_not_stall(
+    client: EngineClient, ca_file: str, tmp_path: Path
+) -> None:
+    vm, disk, _ = nfs_cow_disk(client)
+    backup = client.start_backup(vm.id, [disk.id], None, timeout_s=30)
+    try:
+        transfer = client.start_transfer(disk_id=disk.id, backup_id=backup.id, timeout_s=30)
+        with ImageioSource(transfer, ca_file, max_connections=64) as source:
+            assert source.connections < 8  # the server's 8, less the metadata connection
+            read_all(source, tmp_path / "many.raw", threads=16)
+        client.finalize_transfer(transfer.id, timeout_s=30)
+    finally:
+        client.cleanup_vm(vm.id, [disk.id], timeout_s=30)
+
+
 def test_incremental_reads_only_dirty_extents(
     lab: dict[str, Any], client: EngineClient, ca_file: str, tmp_path: Path
 ) -> None:
