@@ -18,7 +18,7 @@ from shared.jobs import BackupRequest
 from shared.settings import load_settings
 from shared.state import JobState, StateStore, new_job_id
 from workers.app import create_app
-from workers.canvas import submit_backup
+from workers.canvas import queue_backup_job
 
 MANAGER = "lab"
 JOB_TIMEOUT_S = 1800.0
@@ -53,18 +53,7 @@ class Fleet:
             repository=repository or self.repository,
             **options,
         )
-        self.store.create_job(
-            JobState(
-                id=job_id,
-                vm_id=vm.id,
-                vm_name=vm.name,
-                policy="bench",
-                manager=MANAGER,
-                mode=request.mode,
-            )
-        )
-        submit_backup(self.app, request, disk_ids)
-        return self.wait(job_id)
+        return self.wait(queue_backup_job(self.app, self.store, request, disk_ids))
 
     def wait(self, job_id: str) -> JobState:
         deadline = time.monotonic() + JOB_TIMEOUT_S

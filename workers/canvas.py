@@ -11,6 +11,7 @@ from celery import Celery, chain, chord, group
 from celery.result import AsyncResult
 
 from shared.jobs import BackupRequest, RestoreRequest
+from shared.state import JobState, StateStore
 
 PREPARE = "drover.backup.prepare"
 START = "drover.backup.start"
@@ -50,6 +51,24 @@ def submit_backup(
     app: Celery, request: BackupRequest, disk_ids: list[str], cluster: str = ""
 ) -> AsyncResult:
     return backup_canvas(app, request, disk_ids, cluster).apply_async()
+
+
+def queue_backup_job(
+    app: Celery, store: StateStore, request: BackupRequest, disk_ids: list[str], cluster: str = ""
+) -> str:
+    """Record the job as queued, then hand its canvas to the broker; returns the job id."""
+    store.create_job(
+        JobState(
+            id=request.job_id,
+            vm_id=request.vm_id,
+            vm_name=request.vm_name,
+            policy=request.policy,
+            manager=request.manager,
+            mode=request.mode,
+        )
+    )
+    submit_backup(app, request, disk_ids, cluster)
+    return request.job_id
 
 
 def submit_restore(app: Celery, request: RestoreRequest) -> AsyncResult:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from shared.engine.models import TransferInfo
 from shared.sources.base import Context
@@ -32,21 +32,22 @@ __all__ = ["ImageioError", "ImageioSink", "ImageioSource"]
 class _Transfer:
     """What source and sink share: the connections and the error translation."""
 
+    writers: ClassVar[bool] = False  # which of the server's limits applies
+
     def __init__(
         self,
         transfer: TransferInfo,
         ca_file: str | None,
         *,
-        max_connections: int,
-        secure: bool,
-        writers: bool,
+        max_connections: int = MAX_CONNECTIONS,
+        secure: bool = True,
     ) -> None:
         self.transfer_id = transfer.id
         meta, self.url = open_transfer(
             transfer.transfer_url, transfer.proxy_url, ca_file, secure=secure
         )
         self.via_proxy = self.url != transfer.transfer_url
-        server_limit = meta.max_writers if writers else meta.max_readers
+        server_limit = meta.max_writers if self.writers else meta.max_readers
         # The metadata connection counts against the server's limit too; one more stalls.
         self._pool = ConnectionPool(meta, min(max_connections, max(1, server_limit - 1)))
 
@@ -82,7 +83,7 @@ class _Transfer:
     def close(self) -> None:
         self._pool.close()
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -96,21 +97,6 @@ class _Transfer:
 
 class ImageioSource(_Transfer):
     """Read a disk (or a backup's disk) being downloaded through an image transfer."""
-
-    def __init__(
-        self,
-        transfer: TransferInfo,
-        ca_file: str | None,
-        *,
-        max_connections: int = MAX_CONNECTIONS,
-        secure: bool = True,
-    ) -> None:
-        super().__init__(
-            transfer, ca_file, max_connections=max_connections, secure=secure, writers=False
-        )
-
-    def __enter__(self) -> ImageioSource:
-        return self
 
     def extents(self, context: Context = "zero") -> list[Extent]:
         """Zero extents (dirty=True: the whole image) or, during an incremental backup,
@@ -141,20 +127,7 @@ def _readinto(backend: Any, offset: int, buf: bytearray | memoryview) -> int:
 class ImageioSink(_Transfer):
     """Write a disk being uploaded through an image transfer."""
 
-    def __init__(
-        self,
-        transfer: TransferInfo,
-        ca_file: str | None,
-        *,
-        max_connections: int = MAX_CONNECTIONS,
-        secure: bool = True,
-    ) -> None:
-        super().__init__(
-            transfer, ca_file, max_connections=max_connections, secure=secure, writers=True
-        )
-
-    def __enter__(self) -> ImageioSink:
-        return self
+    writers = True
 
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         self._data(lambda b: _write(b, offset, data), f"writing at {offset}")

@@ -8,7 +8,7 @@ from typing import Any
 
 from shared.jobs import BackupRequest, GuestCommand, RestoreRequest
 from shared.state import JobState, JobStatus, StateStore, new_job_id
-from workers.canvas import submit_backup, submit_restore
+from workers.canvas import queue_backup_job, submit_restore
 
 JOB_TIMEOUT_S = 240.0
 
@@ -32,18 +32,7 @@ def start_backup(
         repository=str(repo),
         **options,
     )
-    store.create_job(
-        JobState(
-            id=job_id,
-            vm_id=vm.id,
-            vm_name=vm.name,
-            policy="e2e",
-            manager=manager,
-            mode=request.mode,
-        )
-    )
-    submit_backup(app, request, disk_ids, "")
-    return job_id
+    return queue_backup_job(app, store, request, disk_ids)
 
 
 def wait_job(store: StateStore, job_id: str, timeout_s: float = JOB_TIMEOUT_S) -> JobState:

@@ -91,6 +91,8 @@ def test_full_incremental_and_restore_bit_exact(
         assert repo.image_sha256(full.id, disk_id) == before[disk_id]
         assert repo.image_sha256(incremental.id, disk_id) == after[disk_id]
     assert repo.manifest(incremental.id).parent_id == full.id
+    checkpoints = connection.system_service().vms_service().vm_service(vm.id).checkpoints_service()
+    assert [c.id for c in checkpoints.list()] == [repo.manifest(incremental.id).checkpoint_id]
 
     restored = restore(celery_app, store, manager, repo_dir, incremental.id, "db01-restored")
     context = store.context(restored.id)

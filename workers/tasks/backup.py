@@ -125,6 +125,23 @@ def transfer_disk(self: Task, context_data: dict[str, Any], disk_id: str) -> dic
         return result
 
 
+def _prune_checkpoints(engine: Any, request: BackupRequest, newest: str | None) -> None:
+    """Only the newest checkpoint is needed for the next incremental; older ones cost the
+    hypervisor a dirty bitmap each. The engine removes them oldest (root) first."""
+    if not newest:
+        return
+    for checkpoint in engine.checkpoints(request.vm_id):
+        if checkpoint == newest:
+            return
+        try:
+            engine.remove_checkpoint(request.vm_id, checkpoint)
+        except DroverError as error:
+            state_store().add_warning(
+                request.job_id, f"old checkpoint {checkpoint} not removed: {error}"
+            )
+            return
+
+
 def _warnings(job_id: str) -> list[str]:
     job = state_store().job(job_id)
     return job.warnings if job else []
@@ -159,12 +176,13 @@ def finalize(
         if saved is None:
             raise JobStateLost(f"job {request.job_id} has no saved context in Redis")
         context = JobContext.from_dict(saved)
+        repo = repository(request.repository)
         with connect_engine(request.manager) as engine:
             engine.finalize_backup(request.vm_id, context.engine_backup_id)
-        repo = repository(request.repository)
+            manifest = build_manifest(context, results, store, repo, _warnings(request.job_id))
+            repo.commit_manifest(manifest)
+            _prune_checkpoints(engine, request, context.to_checkpoint)
         warnings = _warnings(request.job_id)
-        manifest = build_manifest(context, results, store, repo, warnings)
-        repo.commit_manifest(manifest)
         status = JobStatus.SUCCEEDED_WITH_WARNINGS if warnings else JobStatus.SUCCEEDED
         store.set_status(request.job_id, status)
         store.unlock_vm(request.vm_id, request.job_id)
