@@ -21,7 +21,7 @@ def bench_group() -> None:
 
 @bench_group.command("transfer")
 @click.option("--json", "as_json", is_flag=True, help="Print only the JSON document.")
-@click.option("--rounds", type=click.IntRange(1, 10), default=2, show_default=True)
+@click.option("--rounds", type=click.IntRange(1, 10), default=3, show_default=True)
 def bench_transfer(as_json: bool, rounds: int) -> None:
     """A full backup of a several-GiB disk vs ovirt-imageio's client.download."""
     with tempfile.TemporaryDirectory(prefix="drover-bench-") as root, _fleet(root) as f:

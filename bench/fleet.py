@@ -17,7 +17,7 @@ from lab.redis_server import redis_server
 from shared.jobs import BackupRequest
 from shared.settings import load_settings
 from shared.state import JobState, StateStore, new_job_id
-from workers.app import create_app
+from workers.app import close_app, create_app
 from workers.canvas import queue_backup_job
 
 MANAGER = "lab"
@@ -83,6 +83,7 @@ def fleet(root: Path, *lab_args: str, concurrency: int = 2) -> Iterator[Fleet]:
             )
         )
         app = create_app(load_settings(redis_url=redis_url))
+        stack.callback(close_app, app)
         yield Fleet(lab, app, store, connection, str(root / "repository"))
 
 

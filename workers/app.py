@@ -47,3 +47,16 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_app()
+
+
+def close_app(app: Celery) -> None:
+    """Close a submitting app before its Redis goes away.
+
+    Freezing a chord on the client subscribes to its header's results; left subscribed,
+    the app tries to reconnect (loudly) when Redis stops before the process does.
+    """
+    consumer = getattr(app.backend, "result_consumer", None)
+    if consumer is not None:
+        consumer.subscribed_to.clear()
+        consumer.stop()
+    app.close()

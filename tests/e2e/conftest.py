@@ -11,7 +11,7 @@ import pytest
 from lab.processes import worker_process
 from shared.settings import load_settings
 from shared.state import StateStore
-from workers.app import create_app
+from workers.app import close_app, create_app
 
 QUEUES = "drover.default,transfer.image"
 
@@ -42,8 +42,10 @@ def fleet(redis_url: str, manager: str, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture
-def celery_app(redis_url: str) -> Any:
-    return create_app(load_settings(redis_url=redis_url))
+def celery_app(redis_url: str) -> Iterator[Any]:
+    app = create_app(load_settings(redis_url=redis_url))
+    yield app
+    close_app(app)
 
 
 @pytest.fixture
