@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +33,19 @@ WRITE_STEP = 256 * MiB
 class Measure:
     seconds: float
     data_bytes: int
+    rounds: list[float] = field(default_factory=list)  # MiB/s of every round, best kept
 
     @property
     def mib_s(self) -> float:
         return self.data_bytes / MiB / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        rounds = {"rounds_mib_s": [round(r, 1) for r in self.rounds]} if self.rounds else {}
         return {
             "seconds": round(self.seconds, 3),
             "mib_s": round(self.mib_s, 1),
             "data_bytes": self.data_bytes,
+            **rounds,
         }
 
 
@@ -128,7 +131,10 @@ def best_of_rounds(
         mine.append(ours(fleet, vm, disk_id, str(root / f"repository-{round_}")))
         refs.append(reference(fleet, vm, disk_id, root / "reference.raw"))
     best, job = max(mine, key=lambda m: m[0].mib_s)
-    return best, max(refs, key=lambda m: m.mib_s), job
+    best_ref = max(refs, key=lambda m: m.mib_s)
+    best.rounds = [m.mib_s for m, _ in mine]
+    best_ref.rounds = [m.mib_s for m in refs]
+    return best, best_ref, job
 
 
 def result(name: str, mine: Measure, ref: Measure, **extra: Any) -> dict[str, Any]:
