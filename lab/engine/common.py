@@ -54,52 +54,33 @@ def filter_by_name(req: Request, items: Iterable[T], name: Callable[[T], str]) -
     return [item for item in items if predicate(item)]
 
 
+def ref(kind: type[T], collection: str, object_id: str) -> T:
+    """A link to an object: what the engine writes where one object names another."""
+    return make(kind, href(collection, object_id), id=object_id)
+
+
 def vm_ref(vm_id: str) -> types.Vm:
-    return make(
-        types.Vm,
-        href("vms", vm_id),
-        id=vm_id,
-    )
+    return ref(types.Vm, "vms", vm_id)
 
 
 def disk_ref(disk_id: str) -> types.Disk:
-    return make(
-        types.Disk,
-        href("disks", disk_id),
-        id=disk_id,
-    )
+    return ref(types.Disk, "disks", disk_id)
 
 
 def host_ref(host_id: str) -> types.Host:
-    return make(
-        types.Host,
-        href("hosts", host_id),
-        id=host_id,
-    )
+    return ref(types.Host, "hosts", host_id)
 
 
 def cluster_ref(cluster_id: str) -> types.Cluster:
-    return make(
-        types.Cluster,
-        href("clusters", cluster_id),
-        id=cluster_id,
-    )
+    return ref(types.Cluster, "clusters", cluster_id)
 
 
 def dc_ref(dc_id: str) -> types.DataCenter:
-    return make(
-        types.DataCenter,
-        href("datacenters", dc_id),
-        id=dc_id,
-    )
+    return ref(types.DataCenter, "datacenters", dc_id)
 
 
 def sd_ref(sd_id: str) -> types.StorageDomain:
-    return make(
-        types.StorageDomain,
-        href("storagedomains", sd_id),
-        id=sd_id,
-    )
+    return ref(types.StorageDomain, "storagedomains", sd_id)
 
 
 def ref_id(obj: Any) -> str | None:
