@@ -20,7 +20,8 @@ import ovirtsdk4 as sdk
 
 from lab.demo_run import DemoRun
 from lab.leftovers import count_leftovers
-from lab.processes import free_port, lab_process, service_process, worker_process
+from lab.processes import lab_process, service_process, worker_process
+from lab.procs import free_port
 from lab.redis_server import redis_server
 from orchestrator.client import ApiClient
 from shared.errors import DroverError

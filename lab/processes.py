@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -74,12 +73,6 @@ def lab_process(state_dir: Path, *extra: str) -> Iterator[dict[str, Any]]:
         yield document
     finally:
         stop_process(process)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from lab.procs import free_port
 from shared.errors import ServiceError
 
 START_TIMEOUT_S = 10.0
@@ -22,7 +23,7 @@ def redis_server(directory: Path) -> Iterator[str]:
     if executable is None:
         raise ServiceError("redis-server is not installed", hint="run `make setup`")
     directory.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     log = (directory / "redis.log").open("ab")
     process = subprocess.Popen(
         [
@@ -55,12 +56,6 @@ def redis_server(directory: Path) -> Iterator[str]:
             process.kill()
             process.wait()
         log.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:

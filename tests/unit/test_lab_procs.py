@@ -93,3 +93,9 @@ print(a.pid, b.pid)
     pids = [int(p) for p in out.split()]
     assert len(pids) == 2
     assert all(gone(pid) for pid in pids)
+
+
+def test_free_ports_stay_out_of_the_ephemeral_range() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {procs.free_port() for _ in range(20)}
+    assert all(procs.PRIVATE_PORTS_START <= port < max(low, 21000) for port in ports)
