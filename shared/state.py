@@ -260,6 +260,10 @@ class StateStore:
             )
         return token
 
+    def renew_vm_lock(self, vm_id: str, job_id: str, ttl_s: int = VM_LOCK_TTL_S) -> bool:
+        """Keep holding the VM while the job works (a backup may outlast one TTL)."""
+        return bool(self.redis.eval(_RENEW_SCRIPT, 1, key("lock", "vm", vm_id), job_id, ttl_s))
+
     def vm_lock_holder(self, vm_id: str) -> str:
         holder = self.redis.get(key("lock", "vm", vm_id)) or ":"
         return str(holder.split(":", 1)[1])
@@ -302,6 +306,15 @@ _UNLOCK_SCRIPT = """
 local holder = redis.call('get', KEYS[1])
 if holder and string.sub(holder, string.find(holder, ':') + 1) == ARGV[1] then
   return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+_RENEW_SCRIPT = """
+local holder = redis.call('get', KEYS[1])
+if holder and string.sub(holder, string.find(holder, ':') + 1) == ARGV[1] then
+  return redis.call('expire', KEYS[1], ARGV[2])
 end
 return 0
 """

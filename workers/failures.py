@@ -30,6 +30,7 @@ log = get_logger(__name__)
 @contextmanager
 def job_step(task: Task, request: BackupRequest, step: str, disk_ids: list[str]) -> Iterator[None]:
     bind_ids(job_id=request.job_id, vm_id=request.vm_id, step=step)
+    state_store().renew_vm_lock(request.vm_id, request.job_id)
     try:
         yield
     except Retry:
@@ -54,16 +55,34 @@ def describe(error: BaseException) -> str:
 
 
 def fail_job(request: BackupRequest, disk_ids: list[str], reason: str) -> None:
+    """Clean up what this job made on the engine, record the first failure, unlock the VM.
+
+    A job that never held the VM (another job has it) touches nothing on the engine."""
     store = state_store()
-    log.error("job failed, cleaning up", reason=reason)
+    log.error("job failed", reason=reason)
+    if store.vm_lock_holder(request.vm_id) == request.job_id:
+        _clean_engine(request, disk_ids)
+    _record_failure(request.job_id, reason)
+    store.unlock_vm(request.vm_id, request.job_id)
+
+
+def _clean_engine(request: BackupRequest, disk_ids: list[str]) -> None:
     try:
         with connect_engine(request.manager) as engine:
             engine.cleanup_vm(request.vm_id, disk_ids)
             _thaw_quietly(engine, request)
     except Exception as error:  # cleanup must not hide the first failure
-        store.add_warning(request.job_id, f"cleanup incomplete: {describe(error)}")
-    store.set_status(request.job_id, JobStatus.FAILED, reason)
-    store.unlock_vm(request.vm_id, request.job_id)
+        state_store().add_warning(request.job_id, f"cleanup incomplete: {describe(error)}")
+
+
+def _record_failure(job_id: str, reason: str) -> None:
+    """Sibling steps fail after the first one's cleanup; the first reason is the one to show."""
+    store = state_store()
+    job = store.job(job_id)
+    if job is not None and job.status == JobStatus.FAILED:
+        store.add_warning(job_id, f"also failed: {reason}")
+    else:
+        store.set_status(job_id, JobStatus.FAILED, reason)
 
 
 def _thaw_quietly(engine: Any, request: BackupRequest) -> None:

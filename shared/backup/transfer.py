@@ -44,7 +44,7 @@ def transfer_disk_to_repository(
             todo = [plan for plan in plans if plan.index not in stored]
             log.info("copying disk", planned=len(plans), already_stored=len(plans) - len(todo))
             copier = ChunkCopier(source, repo.put_chunk, repo.chunk_size, READ_CONNECTIONS)
-            copier.copy(todo, lambda plan, digest: _record(store, job_id, disk_id, plan, digest))
+            copier.copy(todo, lambda plan, digest: _record(store, context, disk_id, plan, digest))
         repo.sync()
         engine.finalize_transfer(transfer.id)
     except BaseException:
@@ -61,9 +61,15 @@ def _plan(source: ImageioSource, incremental: bool, chunk_size: int, size: int) 
     return plan_data_chunks(data, chunk_size, size)
 
 
+LOCK_RENEW_EVERY = 64  # chunks
+
+
 def _record(
-    store: StateStore, job_id: str, disk_id: str, plan: ChunkPlan, digest: str | None
+    store: StateStore, context: JobContext, disk_id: str, plan: ChunkPlan, digest: str | None
 ) -> None:
+    job_id = context.request.job_id
+    if plan.index % LOCK_RENEW_EVERY == 0:
+        store.renew_vm_lock(context.request.vm_id, job_id)
     if digest is None:
         store.record_skipped(job_id, disk_id, plan.index)
     else:
