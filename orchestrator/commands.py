@@ -396,7 +396,10 @@ class _Display:
 
 
 def register(cli: click.Group) -> None:
+    from orchestrator.repo_commands import repo_group
+
     for command in (
+        repo_group,
         api_command,
         flower_command,
         manager_group,
