@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +38,6 @@ def read_lab_json(state_dir: Path) -> dict[str, Any]:
             f"no lab is running in {state_dir} ({LAB_JSON} is missing)",
             hint=f"start one with: drover lab up --state-dir {state_dir}",
         ) from None
-
-
-def wait_for_lab_json(state_dir: Path, timeout_s: float, alive: Any = None) -> dict[str, Any]:
-    """Wait until `lab up` has written lab.json; `alive()` False means it died first."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if lab_json_path(state_dir).exists():
-            return read_lab_json(state_dir)
-        if alive is not None and not alive():
-            raise LabNotRunning(f"the lab in {state_dir} stopped before it was ready")
-        time.sleep(0.1)
-    raise LabNotRunning(f"the lab in {state_dir} was not ready after {timeout_s:.0f} s")
 
 
 class LabNotRunning(DroverError):

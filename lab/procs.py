@@ -19,11 +19,13 @@ import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from shared.errors import ServiceError
+
 DEFAULT_GRACE_S = 5.0
 _POLL_S = 0.02
 
 
-class ProcessError(RuntimeError):
+class ProcessError(ServiceError):
     """A managed process failed to start or exited unexpectedly."""
 
 
