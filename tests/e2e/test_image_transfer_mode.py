@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import time
@@ -22,6 +21,7 @@ from tests.integration.engine_client import (
     find_vm,
     image_transfer,
     lab_write,
+    sha256,
     vm_disks,
     wait_for,
 )
@@ -50,9 +50,30 @@ def disk_sha256(lab: dict[str, Any], connection: Any, disk_id: str, tmp_path: Pa
 
     with image_transfer(connection, spec) as transfer:
         imageio.download(transfer.transfer_url, str(target), lab["engine"]["ca_file"], fmt="raw")
-    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    digest = sha256(target)
     target.unlink()
     return digest
+
+
+def restore_and_verify(
+    connection: Any,
+    celery_app: Any,
+    store: StateStore,
+    manager: str,
+    repo_dir: Path,
+    backup_id: str,
+    name: str,
+    expected: dict[str, str],
+) -> None:
+    """Restore as a new VM, check every disk's read-back checksum, then remove the VM."""
+    restored = restore(celery_app, store, manager, repo_dir, backup_id, name)
+    context = store.context(restored.id)
+    assert context and all(d["verified"] for d in context["disks"])
+    assert {d["sha256"] for d in context["disks"]} == set(expected.values())
+    no_leftovers(connection)
+    new_vm = find_vm(connection, f"name={name}")
+    assert len(vm_disks(connection, new_vm)) == len(expected)
+    connection.system_service().vms_service().vm_service(new_vm.id).remove()
 
 
 def no_leftovers(connection: Any) -> dict[str, int]:
@@ -94,15 +115,9 @@ def test_full_incremental_and_restore_bit_exact(
     checkpoints = connection.system_service().vms_service().vm_service(vm.id).checkpoints_service()
     assert [c.id for c in checkpoints.list()] == [repo.manifest(incremental.id).checkpoint_id]
 
-    restored = restore(celery_app, store, manager, repo_dir, incremental.id, "db01-restored")
-    context = store.context(restored.id)
-    assert context and all(d["verified"] for d in context["disks"])
-    assert {d["sha256"] for d in context["disks"]} == set(after.values())
-    no_leftovers(connection)
-    vms = connection.system_service().vms_service()
-    new_vm = find_vm(connection, "name=db01-restored")
-    assert len(vm_disks(connection, new_vm)) == len(ids)
-    vms.vm_service(new_vm.id).remove()
+    restore_and_verify(
+        connection, celery_app, store, manager, repo_dir, incremental.id, "db01-restored", after
+    )
 
 
 def test_vm_without_guest_agent_is_backed_up_with_a_warning(
@@ -175,7 +190,7 @@ def test_worker_killed_mid_transfer_still_completes_bit_exact(
     expected = {d: disk_sha256(lab, connection, d, tmp_path) for d in ids}
     job_id = start_backup(celery_app, store, manager, vm, ids, repo_dir)
     wait_for(
-        lambda: any(d.done_chunks for d in (store.job(job_id) or _none()).disks),
+        lambda: stored_any_chunk(store, job_id),
         "first chunks stored",
         timeout_s=120,
     )
@@ -186,19 +201,14 @@ def test_worker_killed_mid_transfer_still_completes_bit_exact(
     repo = Repository.open(str(repo_dir))
     for disk_id in ids:
         assert repo.image_sha256(job.id, disk_id) == expected[disk_id]
-    restored = restore(celery_app, store, manager, repo_dir, job.id, "web01-restored")
-    context = store.context(restored.id)
-    assert context and {d["sha256"] for d in context["disks"]} == set(expected.values())
-    no_leftovers(connection)
-    new_vm = find_vm(connection, "name=web01-restored")
-    connection.system_service().vms_service().vm_service(new_vm.id).remove()
+    restore_and_verify(
+        connection, celery_app, store, manager, repo_dir, job.id, "web01-restored", expected
+    )
 
 
-def _none() -> Any:
-    class Empty:
-        disks: list[Any] = []
-
-    return Empty()
+def stored_any_chunk(store: StateStore, job_id: str) -> bool:
+    job = store.job(job_id)
+    return job is not None and any(d.done_chunks for d in job.disks)
 
 
 def kill_pool_children(worker_pid: int) -> list[int]:
