@@ -36,7 +36,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy shared orchestrator workers lab bench
+	$(BIN)/mypy
 
 demo: setup
 	$(BIN)/drover demo

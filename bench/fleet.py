@@ -14,11 +14,14 @@ from celery import Celery
 
 from lab.processes import lab_process, worker_process
 from lab.redis_server import redis_server
+from shared.backup.enqueue import Queued, queue_backup
+from shared.engine.client import EngineClient
 from shared.jobs import BackupRequest
+from shared.modes import mode_for
 from shared.settings import load_settings
 from shared.state import JobState, StateStore, new_job_id
 from workers.app import close_app, create_app
-from workers.canvas import queue_backup_job
+from workers.canvas import submit_backup
 
 MANAGER = "lab"
 JOB_TIMEOUT_S = 1800.0
@@ -43,17 +46,11 @@ class Fleet:
     def backup(
         self, vm: Any, disk_ids: list[str], repository: str = "", **options: Any
     ) -> JobState:
-        job_id = new_job_id()
-        request = BackupRequest(
-            job_id=job_id,
-            policy="bench",
-            manager=MANAGER,
-            vm_id=vm.id,
-            vm_name=vm.name,
-            repository=repository or self.repository,
-            **options,
+        engine = EngineClient(self.connection, ca_file=self.lab["engine"]["ca_file"])
+        job_id = queue_lab_backup(
+            self.app, self.store, engine, vm.id, disk_ids, repository or self.repository, **options
         )
-        return self.wait(queue_backup_job(self.app, self.store, request, disk_ids))
+        return self.wait(job_id)
 
     def wait(self, job_id: str) -> JobState:
         deadline = time.monotonic() + JOB_TIMEOUT_S
@@ -85,6 +82,36 @@ def fleet(root: Path, *lab_args: str, concurrency: int = 2) -> Iterator[Fleet]:
         app = create_app(load_settings(redis_url=redis_url))
         stack.callback(close_app, app)
         yield Fleet(lab, app, store, connection, str(root / "repository"))
+
+
+def queue_lab_backup(
+    app: Celery,
+    store: StateStore,
+    engine: EngineClient,
+    vm_id: str,
+    disk_ids: list[str],
+    repository: str,
+    **options: Any,
+) -> str:
+    """Queue a backup of `disk_ids` of a lab VM the way the API does (the other disks are
+    excluded); returns the job id."""
+    vm = engine.vm(vm_id)
+    excluded = tuple(d.id for d in vm.disks if d.id not in disk_ids)
+    request = BackupRequest(
+        job_id=new_job_id(),
+        policy=options.pop("policy", "bench"),
+        manager=MANAGER,
+        vm_id=vm.id,
+        vm_name=vm.name,
+        repository=repository,
+        excluded_disks=excluded,
+        **options,
+    )
+    queue = mode_for(request.mode).queue(vm.cluster_name)
+    outcome = queue_backup(store, lambda r, q: submit_backup(app, r, q), request, vm, queue)
+    if not isinstance(outcome, Queued):
+        raise RuntimeError(f"backup of {vm.name} refused: {outcome.reason}")
+    return outcome.job_id
 
 
 def register_lab_manager(store: StateStore, lab: dict[str, Any]) -> None:

@@ -4,6 +4,10 @@ A policy selects VMs (by name, pattern, tag, cluster), says how to back them up 
 full/incremental rhythm, quiescing, guest commands, excluded disks, priority), where to
 (repository), when (schedule) and how long to keep backups (retention). Unknown keys are
 refused so a typo never silently changes what is backed up.
+
+The model also describes features that have not landed yet (the ssh and disk_attachment modes,
+S3 repositories, schedules, retention), so stored policies keep loading; `orchestrator.support`
+refuses those features when a policy is applied or run.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ import re
 import types
 import typing
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shared.engine.models import VmInfo
 from shared.errors import ConfigError
 from shared.jobs import BackupRequest, GuestCommand
 
@@ -117,7 +122,7 @@ class Policy(_Strict):
     def _repository(cls, value: str) -> str:
         if value and not (value.startswith("/") or "://" in value):
             raise ValueError(
-                f"{value!r} is neither an absolute path nor a URL such as s3://bucket/prefix"
+                f"{value!r} is neither an absolute path nor a URL such as file:///srv/backups"
             )
         return value
 
@@ -129,11 +134,6 @@ class Policy(_Strict):
                 "or use mode image_transfer or ssh for incrementals"
             )
         return self
-
-    @property
-    def transfer_mode(self) -> str:
-        """The mode jobs use: `auto` is image transfer for now."""
-        return "image_transfer" if self.mode == "auto" else self.mode
 
 
 # validation and YAML ------------------------------------------------------------------
@@ -235,45 +235,14 @@ def _is_model(value: Any) -> bool:
 # expansion into jobs ------------------------------------------------------------------
 
 
-class DiskLike(Protocol):
-    """What expansion needs of `shared.engine.models.DiskInfo`."""
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def name(self) -> str: ...
-
-
-class VmLike(Protocol):
-    """What expansion needs of `shared.engine.models.VmInfo`."""
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def cluster_name(self) -> str: ...
-
-    @property
-    def tags(self) -> Sequence[str]: ...
-
-    @property
-    def disks(self) -> Sequence[DiskLike]: ...
-
-
-def is_proxy(vm: VmLike) -> bool:
+def is_proxy(vm: VmInfo) -> bool:
     return PROXY_TAG in (vm.tags or [])
 
 
-def selected_disks(policy: Policy, vm: VmLike) -> list[DiskLike]:
-    excluded = set(policy.exclude_disks)
-    return [d for d in vm.disks if d.id not in excluded and d.name not in excluded]
-
-
-def backup_request(policy: Policy, vm: VmLike, job_id: str, repository: str) -> BackupRequest:
+def backup_request(
+    policy: Policy, vm: VmInfo, job_id: str, repository: str, mode: str
+) -> BackupRequest:
+    """The request for one VM; `mode` is the policy's, or what `auto` chose for this VM."""
     pre, post = policy.pre_snapshot, policy.post_snapshot
     return BackupRequest(
         job_id=job_id,
@@ -282,7 +251,7 @@ def backup_request(policy: Policy, vm: VmLike, job_id: str, repository: str) -> 
         vm_id=vm.id,
         vm_name=vm.name,
         repository=repository,
-        mode=policy.transfer_mode,
+        mode=mode,
         incremental=policy.backup.type == "incremental",
         full_every=policy.backup.full_every,
         excluded_disks=tuple(policy.exclude_disks),

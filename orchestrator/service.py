@@ -19,18 +19,21 @@ from orchestrator import managers as mgr
 from orchestrator.policies import (
     NAME_PATTERN,
     Policy,
-    VmLike,
     backup_request,
     describe_errors,
     is_proxy,
-    selected_disks,
     validate_policy,
 )
+from orchestrator.support import refuse_unsupported
+from shared.backup.enqueue import Queued, SubmitBackup, queue_backup
+from shared.engine.models import EngineVersion, StorageDomainInfo, VmInfo
 from shared.errors import ConfigError, DroverError, ServiceError
-from shared.jobs import BackupRequest, RestoreRequest
+from shared.jobs import RestoreRequest
 from shared.logging import get_logger
+from shared.modes import mode_for
+from shared.modes.auto import VmFacts, choose_mode
 from shared.settings import EngineSettings, Settings
-from shared.state import JobState, JobStatus, StateStore, VmLocked, new_job_id
+from shared.state import JobState, JobStatus, StateStore, new_job_id
 
 log = get_logger(__name__)
 POLICY = "policy"
@@ -55,7 +58,11 @@ class EngineLike(Protocol):
 
     def find_vms(
         self, names: list[str], patterns: list[str], tags: list[str], clusters: list[str]
-    ) -> Sequence[VmLike]: ...
+    ) -> Sequence[VmInfo]: ...
+
+    def version(self) -> EngineVersion: ...
+
+    def storage_domains(self) -> Sequence[StorageDomainInfo]: ...
 
 
 class RepositoryLike(Protocol):
@@ -63,9 +70,9 @@ class RepositoryLike(Protocol):
 
 
 EngineConnect = Callable[[EngineSettings], EngineLike]
-SubmitBackup = Callable[[BackupRequest, list[str], str], Any]
-SubmitRestore = Callable[[RestoreRequest], Any]
+SubmitRestore = Callable[[RestoreRequest, str], Any]  # (request, queue)
 OpenRepository = Callable[[str], RepositoryLike]
+LiveQueues = Callable[[], set[str]]  # the queues a live worker consumes now
 
 
 class RestoreIn(BaseModel):
@@ -84,9 +91,10 @@ class Service:
     state: StateStore
     settings: Settings
     connect: EngineConnect
-    submit_backup: SubmitBackup
+    submit_backup: SubmitBackup  # (request, queue)
     submit_restore: SubmitRestore
     open_repository: OpenRepository
+    live_queues: LiveQueues
 
     # managers --------------------------------------------------------------------------
     def add_manager(self, data: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
@@ -147,6 +155,7 @@ class Service:
         if name:
             data = _with_name(data, name)
         policy = validate_policy(data)
+        refuse_unsupported(policy)
         if create and self.state.document(POLICY, policy.name):
             raise Conflict(
                 f"policy {policy.name!r} already exists",
@@ -190,13 +199,16 @@ class Service:
     def run_policy(self, name: str) -> dict[str, Any]:
         """One queued job per selected VM; VMs another job holds are refused, not doubled."""
         policy = self._policy(name)
+        refuse_unsupported(policy)
         manager = self._policy_manager(policy)
-        vms = self._select_vms(policy, manager)
+        with self.connect(manager.engine_settings()) as engine:
+            vms = self._select_vms(policy, engine)
+            facts = self._facts_source(policy, engine)
         repository = policy.repository or self.settings.default_repository
         jobs: list[dict[str, Any]] = []
         refused: list[dict[str, str]] = []
         for vm in vms:
-            outcome = self._start_backup(policy, vm, repository)
+            outcome = self._start_backup(policy, vm, repository, facts)
             (jobs if "job_id" in outcome else refused).append(outcome)
         log.info("policy run", policy=name, jobs=len(jobs), refused=len(refused))
         return {"policy": name, "vms": len(vms), "jobs": jobs, "refused": refused}
@@ -211,57 +223,31 @@ class Service:
                 "or change the policy's manager",
             ) from None
 
-    def _select_vms(self, policy: Policy, manager: mgr.Manager) -> list[VmLike]:
+    def _select_vms(self, policy: Policy, engine: EngineLike) -> list[VmInfo]:
         s = policy.vms
-        with self.connect(manager.engine_settings()) as engine:
-            found = engine.find_vms(list(s.names), list(s.patterns), list(s.tags), list(s.clusters))
+        found = engine.find_vms(list(s.names), list(s.patterns), list(s.tags), list(s.clusters))
         return [vm for vm in found if not is_proxy(vm)]
 
-    def _start_backup(self, policy: Policy, vm: VmLike, repository: str) -> dict[str, Any]:
-        disks = selected_disks(policy, vm)
-        if not disks:
-            return _refusal(vm, "every disk of the VM is excluded by the policy's exclude_disks")
-        job_id = new_job_id()
-        reason = self._claim_vm(vm, job_id)
-        if reason:
-            return _refusal(vm, reason)
-        request = backup_request(policy, vm, job_id, repository)
-        self.state.create_job(_job_for(request, vm))
-        return self._submit(request, [d.id for d in disks], vm)
+    def _facts_source(self, policy: Policy, engine: EngineLike) -> _Facts:
+        """What `auto` decides from, read once per run (only when the policy says auto)."""
+        if policy.mode != "auto":
+            return _Facts(EngineVersion(0, 0), {}, set())
+        domains = {sd.id: sd.type for sd in engine.storage_domains()}
+        return _Facts(engine.version(), domains, self.live_queues())
 
-    def _claim_vm(self, vm: VmLike, job_id: str) -> str:
-        """Take the VM's lock for the new job; a reason when another live job holds it."""
-        for _attempt in range(2):
-            try:
-                self.state.lock_vm(vm.id, job_id)
-                return ""
-            except VmLocked:
-                holder = self.state.vm_lock_holder(vm.id)
-                reason = self._live_holder(vm, holder)
-                if reason:
-                    return reason
-                self.state.unlock_vm(vm.id, holder)  # its job finished: a stale lock
-        return f"VM {vm.name} is locked by another job: retry the run"
-
-    def _live_holder(self, vm: VmLike, holder: str) -> str:
-        job = self.state.job(holder) if holder else None
-        if job is not None and job.status.finished:
-            return ""
-        status = job.status if job is not None else "unknown"
-        return (
-            f"VM {vm.name} is already being backed up by job {holder} ({status}): "
-            f"no second snapshot is taken; wait for that job (`drover jobs {holder}`)"
-        )
-
-    def _submit(self, request: BackupRequest, disk_ids: list[str], vm: VmLike) -> dict[str, Any]:
+    def _start_backup(
+        self, policy: Policy, vm: VmInfo, repository: str, facts: _Facts
+    ) -> dict[str, Any]:
         try:
-            self.submit_backup(request, disk_ids, vm.cluster_name)
-        except Exception as e:
-            error = f"could not queue the job: {e}"
-            self.state.set_status(request.job_id, JobStatus.FAILED, error)
-            self.state.unlock_vm(vm.id, request.job_id)
-            return _refusal(vm, f"{error} (is the broker at the configured URL reachable?)")
-        return {"job_id": request.job_id, "vm": vm.name, "vm_id": vm.id, "disks": disk_ids}
+            choice = choose_mode(policy.mode, facts.of(vm))
+        except ConfigError as error:
+            return _refusal(vm, str(error))
+        request = backup_request(policy, vm, new_job_id(), repository, choice.mode)
+        queue = mode_for(choice.mode).queue(vm.cluster_name)
+        outcome = queue_backup(self.state, self.submit_backup, request, vm, queue, choice.reason)
+        if isinstance(outcome, Queued):
+            return {"job_id": outcome.job_id, "vm": vm.name, "vm_id": vm.id, "disks": outcome.disks}
+        return _refusal(vm, outcome.reason)
 
     # jobs ------------------------------------------------------------------------------
     def jobs(self, limit: int = 100) -> list[dict[str, Any]]:
@@ -306,6 +292,7 @@ class Service:
             name=spec.name,
             cluster=spec.cluster,
             storage_domain=spec.storage_domain,
+            mode=backup.get("mode") or "image_transfer",  # the only mode before modes existed
         )
         job = JobState(
             id=request.job_id,
@@ -317,7 +304,7 @@ class Service:
             backup_id=spec.backup_id,
         )
         self.state.create_job(job)
-        self._submit_restore(request)
+        self._submit_restore(request, mode_for(request.mode).queue(request.cluster))
         return {"job_id": request.job_id, "backup_id": spec.backup_id, "manager": manager}
 
     def _restore_manager(self, name: str) -> str:
@@ -335,9 +322,9 @@ class Service:
             else "add one with `drover manager add NAME ...`",
         )
 
-    def _submit_restore(self, request: RestoreRequest) -> None:
+    def _submit_restore(self, request: RestoreRequest, queue: str) -> None:
         try:
-            self.submit_restore(request)
+            self.submit_restore(request, queue)
         except Exception as e:
             error = f"could not queue the restore: {e}"
             self.state.set_status(request.job_id, JobStatus.FAILED, error)
@@ -365,19 +352,22 @@ def backup_view(backup: Any) -> dict[str, Any]:
     return data
 
 
-def _job_for(request: BackupRequest, vm: VmLike) -> JobState:
-    return JobState(
-        id=request.job_id,
-        vm_id=vm.id,
-        vm_name=vm.name,
-        policy=request.policy,
-        manager=request.manager,
-        mode=request.mode,
-        status=JobStatus.QUEUED,
-    )
+@dataclass(frozen=True)
+class _Facts:
+    engine_version: EngineVersion
+    storage_types: dict[str, str]  # storage domain id -> type
+    live_queues: set[str]
+
+    def of(self, vm: VmInfo) -> VmFacts:
+        return VmFacts(
+            engine_version=self.engine_version,
+            disk_formats=tuple(d.format for d in vm.disks),
+            storage_types=tuple(self.storage_types.get(d.storage_domain_id, "") for d in vm.disks),
+            proxy_worker=f"proxy.{vm.cluster_name}" in self.live_queues,
+        )
 
 
-def _refusal(vm: VmLike, reason: str) -> dict[str, str]:
+def _refusal(vm: VmInfo, reason: str) -> dict[str, str]:
     return {"vm": vm.name, "vm_id": vm.id, "reason": reason}
 
 
@@ -413,4 +403,5 @@ def build_service(settings: Settings) -> Service:
         submit_backup=functools.partial(canvas.submit_backup, app),
         submit_restore=functools.partial(canvas.submit_restore, app),
         open_repository=functools.partial(Repository.open, create=False),
+        live_queues=functools.partial(canvas.live_queues, app),
     )

@@ -41,6 +41,7 @@ class BackupRequest:
     incremental: bool = True  # incremental when a valid chain exists
     full_every: int = 7  # every N-th backup of the chain is full
     excluded_disks: tuple[str, ...] = ()  # disk ids or names
+    disk_ids: tuple[str, ...] = ()  # the disks to back up, decided once when the job is queued
     quiesce: bool = True
     pre_command: GuestCommand | None = None
     post_command: GuestCommand | None = None
@@ -49,12 +50,14 @@ class BackupRequest:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["excluded_disks"] = list(self.excluded_disks)
+        data["disk_ids"] = list(self.disk_ids)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BackupRequest:
         values = dict(data)
         values["excluded_disks"] = tuple(values.get("excluded_disks") or ())
+        values["disk_ids"] = tuple(values.get("disk_ids") or ())
         values["pre_command"] = GuestCommand.from_dict(values.get("pre_command"))
         values["post_command"] = GuestCommand.from_dict(values.get("post_command"))
         return cls(**values)
@@ -70,6 +73,7 @@ class RestoreRequest:
     cluster: str = ""  # empty: the original cluster
     storage_domain: str = ""  # empty: each disk's original domain
     disks: tuple[str, ...] = field(default_factory=tuple)  # empty: all
+    mode: str = "image_transfer"  # which mode's disk sink writes the disks
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -2,16 +2,21 @@
 
     drover:manager:<name>            hash   a registered engine (url, username, password, ca_file)
     drover:policy:<name>             string a policy as JSON;   drover:policies  set of names
-    drover:job:<id>                  hash   job state (see JobState) and the steps' context
+    drover:job:<id>                  hash   job state (see JobState); the job's request, context and
+                                            OVF as JSON fields, written once and read by every step
+    drover:job:<id>:engine           hash   engine objects the job made or is about to make, one
+                                            field each (recorded before creation; see cleanup)
     drover:job:<id>:warnings         list   warnings, in order
     drover:job:<id>:disk:<disk>      hash   per-disk progress: planned/done chunks, bytes, times
     drover:job:<id>:chunks:<disk>    hash   chunk index -> digest of every chunk already stored
     drover:jobs                      zset   job ids by creation time
-    drover:lock:vm:<vm>              string the fencing token of the job holding the VM (TTL)
+    drover:lock:vm:<vm>              string "<fencing token>:<job id>" holding the VM (TTL)
     drover:fence:vm:<vm>             string counter handing out fencing tokens
 
 Chunk progress is what makes a re-delivered transfer task resume: a chunk whose index is
-already in `chunks:<disk>` is stored in the repository and is skipped.
+already in `chunks:<disk>` is stored in the repository and is skipped. A job's fencing token
+(JobState.fence) is checked against the VM lock before every engine mutation: a step whose
+job no longer holds the VM stops without touching the engine.
 """
 
 from __future__ import annotations
@@ -53,6 +58,10 @@ class VmLocked(DroverError):
     """Another job holds the VM; this one must wait or give up."""
 
     retryable = True
+
+
+class LostVmLock(DroverError):
+    """The job no longer holds its VM (its lock expired or another job took it over)."""
 
 
 def key(*parts: str) -> str:
@@ -98,6 +107,8 @@ class JobState:
     finished_at: float = 0.0
     backup_id: str = ""
     error: str = ""
+    mode_reason: str = ""  # why this mode (auto chooses per VM)
+    fence: int = 0  # the fencing token of the job's VM lock
     engine_objects: dict[str, str] = field(default_factory=dict)  # what cleanup must remove
     warnings: list[str] = field(default_factory=list)
     disks: list[DiskProgress] = field(default_factory=list)
@@ -109,7 +120,17 @@ class JobState:
         return data
 
 
-_SCALARS = ("vm_id", "vm_name", "policy", "manager", "mode", "kind", "backup_id", "error")
+_SCALARS = (
+    "vm_id",
+    "vm_name",
+    "policy",
+    "manager",
+    "mode",
+    "kind",
+    "backup_id",
+    "error",
+    "mode_reason",
+)
 _TIMES = ("created_at", "started_at", "finished_at")
 
 
@@ -128,7 +149,7 @@ class StateStore:
     def create_job(self, job: JobState) -> None:
         fields = {name: getattr(job, name) for name in _SCALARS}
         fields |= {name: repr(getattr(job, name)) for name in _TIMES}
-        fields |= {"status": str(job.status), "engine_objects": json.dumps(job.engine_objects)}
+        fields |= {"status": str(job.status), "fence": job.fence}
         pipe = self.redis.pipeline()
         pipe.hset(key("job", job.id), mapping=fields)
         pipe.expire(key("job", job.id), JOB_TTL_S)
@@ -147,18 +168,41 @@ class StateStore:
             fields["finished_at"] = time.time()
         self.update_job(job_id, **fields)
 
-    def remember_engine_object(self, job_id: str, kind: str, object_id: str) -> None:
-        """Record what the job created on the engine, so cleanup finds it after a crash."""
-        current = json.loads(self.redis.hget(key("job", job_id), "engine_objects") or "{}")
-        current[kind] = object_id
-        self.update_job(job_id, engine_objects=json.dumps(current))
+    def record_engine_object(self, job_id: str, name: str, value: str) -> None:
+        """Record an engine object of the job before it is created (and again with its id
+        after), so cleanup finds it after a crash. One field each: parallel steps never
+        overwrite each other's records."""
+        engine_key = key("job", job_id, "engine")
+        pipe = self.redis.pipeline()
+        pipe.hset(engine_key, name, value)
+        pipe.expire(engine_key, JOB_TTL_S)
+        pipe.execute()
+
+    def engine_objects(self, job_id: str) -> dict[str, str]:
+        return dict(self.redis.hgetall(key("job", job_id, "engine")))
+
+    def save_request(self, job_id: str, request: dict[str, Any]) -> None:
+        """What the job was asked to do, written once when it is queued."""
+        self.update_job(job_id, request=json.dumps(request))
+
+    def request(self, job_id: str) -> dict[str, Any] | None:
+        return self._json_field(job_id, "request")
 
     def save_context(self, job_id: str, context: dict[str, Any]) -> None:
-        """What the job's later steps need (the finalize step gets no earlier result)."""
+        """What the job's steps share (decided in prepare and start)."""
         self.update_job(job_id, context=json.dumps(context))
 
     def context(self, job_id: str) -> dict[str, Any] | None:
-        raw = self.redis.hget(key("job", job_id), "context")
+        return self._json_field(job_id, "context")
+
+    def save_ovf(self, job_id: str, ovf: str) -> None:
+        self.update_job(job_id, ovf=ovf)
+
+    def ovf(self, job_id: str) -> str:
+        return str(self.redis.hget(key("job", job_id), "ovf") or "")
+
+    def _json_field(self, job_id: str, name: str) -> dict[str, Any] | None:
+        raw = self.redis.hget(key("job", job_id), name)
         return dict(json.loads(raw)) if raw else None
 
     def add_warning(self, job_id: str, warning: str) -> None:
@@ -182,7 +226,8 @@ class StateStore:
         for name in _TIMES:
             setattr(job, name, float(data.get(name) or 0))
         job.status = JobStatus(data.get("status", JobStatus.QUEUED))
-        job.engine_objects = json.loads(data.get("engine_objects") or "{}")
+        job.fence = int(data.get("fence") or 0)
+        job.engine_objects = self.engine_objects(job_id)
         job.warnings = self.redis.lrange(key("job", job_id, "warnings"), 0, -1)
         job.disks = self.disk_progress(job_id)
         return job
@@ -267,6 +312,16 @@ class StateStore:
     def vm_lock_holder(self, vm_id: str) -> str:
         holder = self.redis.get(key("lock", "vm", vm_id)) or ":"
         return str(holder.split(":", 1)[1])
+
+    def check_vm_lock(self, vm_id: str, job_id: str, token: int) -> None:
+        """LostVmLock unless `job_id` holds the VM with fencing token `token`."""
+        holder = self.redis.get(key("lock", "vm", vm_id)) or ""
+        if holder != f"{token}:{job_id}":
+            now = holder.split(":", 1)[-1] or "no job"
+            raise LostVmLock(
+                f"job {job_id} no longer holds VM {vm_id} (now held by {now})",
+                hint="this step was stopped before touching the engine; see `drover jobs`",
+            )
 
     def unlock_vm(self, vm_id: str, job_id: str) -> None:
         """Release only if this job still holds the lock (compare and delete)."""

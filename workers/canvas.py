@@ -1,81 +1,70 @@
 """How a job becomes Celery work: task names, queues and the canvas per job.
 
-Backup: prepare -> start -> one transfer per disk (a chord) -> finalize. Every step that
-fails runs the job's cleanup itself (see workers.tasks.steps), so no errback wiring is
-needed for "nothing left behind".
+Backup: prepare -> start -> one transfer per disk (a chord) -> finalize. Messages carry the
+job id (and a disk id); the request and the steps' context live in Redis. Every step that
+fails runs the job's cleanup itself (see workers.failures), so no errback wiring is needed
+for "nothing left behind".
 """
 
 from __future__ import annotations
 
 from celery import Celery, chain, chord, group
-from celery.result import AsyncResult
 
 from shared.jobs import BackupRequest, RestoreRequest
-from shared.state import JobState, StateStore
 
 PREPARE = "drover.backup.prepare"
 START = "drover.backup.start"
 TRANSFER = "drover.backup.transfer_disk"
 FINALIZE = "drover.backup.finalize"
 RESTORE = "drover.restore.run"
-
-MODE_QUEUES = {"image_transfer": "transfer.image", "ssh": "transfer.ssh"}
 CONTROL_QUEUE = "drover.default"
+MAX_PRIORITY = 9
+# kombu's Redis transport serves priority 0 first (one list per step, BRPOP in step order);
+# ten steps keep Drover's ten priorities apart.
+REDIS_PRIORITY_STEPS = list(range(MAX_PRIORITY + 1))
 
 
-def transfer_queue(mode: str, cluster: str = "") -> str:
-    if mode == "disk_attachment":
-        return f"proxy.{cluster}"
-    return MODE_QUEUES[mode]
+def broker_priority(app: Celery, priority: int) -> int:
+    """Drover's priority (0 low .. 9 high) as the broker orders it: with Redis, 0 goes first;
+    AMQP brokers serve the highest number first."""
+    broker = str(app.conf.broker_url or "")
+    return MAX_PRIORITY - priority if broker.startswith(("redis", "rediss")) else priority
 
 
-def backup_canvas(
-    app: Celery, request: BackupRequest, disk_ids: list[str], cluster: str = ""
-) -> chain:
-    queue = transfer_queue(request.mode, cluster)
-    # Results travel in messages; only the chord's transfers need the result backend.
-    options = {"priority": request.priority}
+def backup_canvas(app: Celery, request: BackupRequest, queue: str) -> chain:
+    job_id = request.job_id
+    options = {"priority": broker_priority(app, request.priority), "immutable": True}
+    # Results travel through Redis state; only the chord's transfers need the result backend.
     quiet = {**options, "ignore_result": True}
     transfers = group(
-        app.signature(TRANSFER, args=(disk_id,), queue=queue, **options) for disk_id in disk_ids
+        app.signature(TRANSFER, args=(job_id, disk_id), queue=queue, **options)
+        for disk_id in request.disk_ids
     )
-    finalize = app.signature(FINALIZE, args=(request.to_dict(),), queue=CONTROL_QUEUE, **quiet)
+    finalize = app.signature(
+        FINALIZE, args=(job_id,), queue=CONTROL_QUEUE, priority=options["priority"]
+    ).set(ignore_result=True)
     return chain(
-        app.signature(PREPARE, args=(request.to_dict(),), queue=CONTROL_QUEUE, **quiet),
-        app.signature(START, queue=CONTROL_QUEUE, **quiet),
+        app.signature(PREPARE, args=(job_id,), queue=CONTROL_QUEUE, **quiet),
+        app.signature(START, args=(job_id,), queue=CONTROL_QUEUE, **quiet),
         chord(transfers, finalize),
     )
 
 
-def submit_backup(
-    app: Celery, request: BackupRequest, disk_ids: list[str], cluster: str = ""
-) -> AsyncResult:
-    return backup_canvas(app, request, disk_ids, cluster).apply_async()
+def submit_backup(app: Celery, request: BackupRequest, queue: str) -> None:
+    backup_canvas(app, request, queue).apply_async()
 
 
-def queue_backup_job(
-    app: Celery, store: StateStore, request: BackupRequest, disk_ids: list[str], cluster: str = ""
-) -> str:
-    """Record the job as queued, then hand its canvas to the broker; returns the job id."""
-    store.create_job(
-        JobState(
-            id=request.job_id,
-            vm_id=request.vm_id,
-            vm_name=request.vm_name,
-            policy=request.policy,
-            manager=request.manager,
-            mode=request.mode,
-        )
-    )
-    submit_backup(app, request, disk_ids, cluster)
-    return request.job_id
+def live_queues(app: Celery, timeout_s: float = 1.0) -> set[str]:
+    """The queues that answering workers consume now."""
+    replies = app.control.inspect(timeout=timeout_s).active_queues() or {}
+    return {str(queue["name"]) for queues in replies.values() for queue in queues}
 
 
-def submit_restore(app: Celery, request: RestoreRequest) -> AsyncResult:
-    return app.send_task(
+def submit_restore(app: Celery, request: RestoreRequest, queue: str) -> None:
+    app.send_task(
         RESTORE,
         args=(request.to_dict(),),
-        queue="transfer.image",
+        queue=queue,
         task_id=request.job_id,
         ignore_result=True,
     )

@@ -1,25 +1,26 @@
 """How a job step fails: retry what may pass later, otherwise clean up and record why.
 
 Cleanup leaves nothing on the engine (no image transfer, no backup left READY, no
-snapshot) and releases the VM lock, whichever step failed. A worker that dies never
-gets here: its message is re-delivered and the step resumes.
+snapshot) and releases the VM lock, whichever step failed; it is the mode's, from the
+engine objects the job recorded. A job that no longer holds its VM touches nothing on the
+engine. The first error is the one the job reports: cleanup never replaces it. A worker
+that dies never gets here: its message is re-delivered and the step resumes.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from celery import Task
 from celery.exceptions import Retry
 
+from shared.backup.step import JobStateLost, JobStep
 from shared.errors import DroverError
-from shared.jobs import BackupRequest
 from shared.logging import bind_ids, get_logger
+from shared.modes import mode_for
 from shared.state import JobStatus
-from workers.resources import connect_engine, state_store
+from workers.resources import connect_engine, repository, state_store
 
 MAX_RETRIES = 3
 RETRY_DELAY_S = 5
@@ -28,18 +29,30 @@ log = get_logger(__name__)
 
 
 @contextmanager
-def job_step(task: Task, request: BackupRequest, step: str, disk_ids: list[str]) -> Iterator[None]:
-    bind_ids(job_id=request.job_id, vm_id=request.vm_id, step=step)
-    state_store().renew_vm_lock(request.vm_id, request.job_id)
+def job_step(task: Task, job_id: str, name: str) -> Iterator[JobStep]:
+    bind_ids(job_id=job_id, step=name)
+    step = _load(job_id, name)
+    bind_ids(vm_id=step.request.vm_id)
+    step.journal.renew_lock()
     try:
-        yield
+        yield step
     except Retry:
         raise
     except Exception as error:
         if _may_retry(task, error):
             log.warning("step failed, retrying", error=str(error))
             raise task.retry(exc=error, countdown=RETRY_DELAY_S, max_retries=MAX_RETRIES) from error
-        fail_job(request, disk_ids, f"{step}: {describe(error)}")
+        _fail_quietly(step, f"{name}: {describe(error)}")
+        raise
+
+
+def _load(job_id: str, name: str) -> JobStep:
+    store = state_store()
+    try:
+        return JobStep.load(store, job_id, connect_engine, repository)
+    except JobStateLost as error:
+        if store.job(job_id) is not None:
+            store.set_status(job_id, JobStatus.FAILED, f"{name}: {error}")
         raise
 
 
@@ -54,39 +67,40 @@ def describe(error: BaseException) -> str:
     return f"unexpected {type(error).__name__}: {error}"
 
 
-def fail_job(request: BackupRequest, disk_ids: list[str], reason: str) -> None:
-    """Clean up what this job made on the engine, record the first failure, unlock the VM.
+def _fail_quietly(step: JobStep, reason: str) -> None:
+    """The step's own error is what propagates; a failure to record it is only logged."""
+    try:
+        fail_job(step, reason)
+    except Exception as error:
+        log.error("recording the failure failed", reason=reason, error=str(error))
 
-    A job that never held the VM (another job has it) touches nothing on the engine."""
-    store = state_store()
+
+def fail_job(step: JobStep, reason: str) -> None:
+    """Clean up what this job made on the engine, record the first failure, unlock the VM."""
+    store, request = step.store, step.request
     log.error("job failed", reason=reason)
     if store.vm_lock_holder(request.vm_id) == request.job_id:
-        _clean_engine(request, disk_ids)
-    _record_failure(request.job_id, reason)
+        _clean_engine(step)
+    _record_failure(step, reason)
     store.unlock_vm(request.vm_id, request.job_id)
 
 
-def _clean_engine(request: BackupRequest, disk_ids: list[str]) -> None:
+def _clean_engine(step: JobStep) -> None:
+    request = step.request
+    context = step.store.context(request.job_id)
+    disk_ids = [d["id"] for d in context["disks"]] if context else list(request.disk_ids)
     try:
-        with connect_engine(request.manager) as engine:
-            engine.cleanup_vm(request.vm_id, disk_ids)
-            _thaw_quietly(engine, request)
+        with step.engine() as engine:
+            mode_for(request.mode).cleanup(engine, request.vm_id, disk_ids, step.journal.objects())
     except Exception as error:  # cleanup must not hide the first failure
-        state_store().add_warning(request.job_id, f"cleanup incomplete: {describe(error)}")
+        step.journal.warn(f"cleanup incomplete: {describe(error)}")
 
 
-def _record_failure(job_id: str, reason: str) -> None:
+def _record_failure(step: JobStep, reason: str) -> None:
     """Sibling steps fail after the first one's cleanup; the first reason is the one to show."""
-    store = state_store()
+    store, job_id = step.store, step.request.job_id
     job = store.job(job_id)
     if job is not None and job.status == JobStatus.FAILED:
         store.add_warning(job_id, f"also failed: {reason}")
     else:
         store.set_status(job_id, JobStatus.FAILED, reason)
-
-
-def _thaw_quietly(engine: Any, request: BackupRequest) -> None:
-    job = state_store().job(request.job_id)
-    if job and job.engine_objects.get("frozen"):
-        with contextlib.suppress(DroverError):
-            engine.thaw(request.vm_id)

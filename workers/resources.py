@@ -10,7 +10,7 @@ from functools import lru_cache
 
 from pydantic import SecretStr
 
-from shared.engine.client import EngineClient
+from shared.engine.client import EngineClient, Guard
 from shared.errors import ConfigError
 from shared.repository.repository import Repository
 from shared.settings import EngineSettings, get_settings
@@ -22,8 +22,8 @@ def state_store() -> StateStore:
     return StateStore.from_url(get_settings().redis_url)
 
 
-def engine_settings(manager: str) -> EngineSettings:
-    document = state_store().document("manager", manager)
+def engine_settings(manager: str, store: StateStore | None = None) -> EngineSettings:
+    document = (store or state_store()).document("manager", manager)
     if document is None:
         raise ConfigError(
             f"manager {manager!r} is not registered", hint="add it with `drover manager add`"
@@ -36,8 +36,10 @@ def engine_settings(manager: str) -> EngineSettings:
     )
 
 
-def connect_engine(manager: str) -> EngineClient:
-    return EngineClient.connect(engine_settings(manager))
+def connect_engine(manager: str, guard: Guard | None = None) -> EngineClient:
+    """A client for `manager`; `guard` runs before every engine mutation (a job's fence)."""
+    settings = engine_settings(manager)
+    return EngineClient.connect(settings, guard) if guard else EngineClient.connect(settings)
 
 
 @lru_cache(maxsize=8)

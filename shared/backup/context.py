@@ -1,10 +1,15 @@
-"""What the steps of one backup job hand to each other (JSON in Celery messages)."""
+"""What the steps of one backup job share: decided in `prepare` and `start`, kept in Redis.
+
+The request (what was asked) and the OVF are stored once beside it; task messages carry
+only the job id (and a disk id), so nothing large travels through the broker.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from shared.engine.models import DiskInfo
 from shared.jobs import BackupRequest
 
 
@@ -17,10 +22,11 @@ class DiskRef:
     storage_domain_id: str = ""
     interface: str = ""
     bootable: bool = False
-    incremental_capable: bool = False
+    incremental_capable: bool = False  # the engine tracks its changed blocks
+    incremental: bool = False  # this backup reads only what changed since the parent
 
     @classmethod
-    def from_info(cls, info: Any) -> DiskRef:
+    def from_info(cls, info: DiskInfo) -> DiskRef:
         return cls(
             id=info.id,
             name=info.name or "",
@@ -38,46 +44,43 @@ class JobContext:
     request: BackupRequest
     vm_name: str
     cluster: str
-    ovf: str
+    chunk_size: int
     disks: tuple[DiskRef, ...] = field(default_factory=tuple)
     kind: str = "full"
     parent_id: str | None = None
-    from_checkpoint: str | None = None
-    engine_backup_id: str = ""
-    to_checkpoint: str | None = None
+    from_anchor: str | None = None  # the parent's checkpoint or kept snapshot
+    handle: str = ""  # the engine backup or snapshot the disks are read through
+    anchor: str | None = None  # this backup's checkpoint or kept snapshot
 
-    @classmethod
-    def new(cls, request: BackupRequest, vm: Any, ovf: str) -> JobContext:
-        disks = tuple(DiskRef.from_info(d) for d in vm.disks if not _excluded(d, request))
-        return cls(request, vm.name, vm.cluster_name or "", ovf, disks)
+    @property
+    def job_id(self) -> str:
+        return self.request.job_id
+
+    @property
+    def vm_id(self) -> str:
+        return self.request.vm_id
 
     @property
     def disk_ids(self) -> list[str]:
         return [d.id for d in self.disks]
 
-    def disk(self, disk_id: str) -> DiskRef:
-        return next(d for d in self.disks if d.id == disk_id)
+    def disk(self, disk_id: str) -> DiskRef | None:
+        return next((d for d in self.disks if d.id == disk_id), None)
 
-    def with_kind(
-        self, kind: str, parent_id: str | None, from_checkpoint: str | None
-    ) -> JobContext:
-        return replace(self, kind=kind, parent_id=parent_id, from_checkpoint=from_checkpoint)
+    def as_full(self) -> JobContext:
+        disks = tuple(replace(d, incremental=False) for d in self.disks)
+        return replace(self, kind="full", parent_id=None, from_anchor=None, disks=disks)
 
-    def with_engine_backup(self, backup: Any) -> JobContext:
-        return replace(self, engine_backup_id=backup.id, to_checkpoint=backup.to_checkpoint_id)
+    def started(self, handle: str, anchor: str | None) -> JobContext:
+        return replace(self, handle=handle, anchor=anchor)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["request"] = self.request.to_dict()
+        del data["request"]  # stored once, beside the context
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> JobContext:
+    def from_dict(cls, data: dict[str, Any], request: BackupRequest) -> JobContext:
         values = dict(data)
-        values["request"] = BackupRequest.from_dict(values["request"])
         values["disks"] = tuple(DiskRef(**d) for d in values.get("disks", ()))
-        return cls(**values)
-
-
-def _excluded(disk: Any, request: BackupRequest) -> bool:
-    return disk.id in request.excluded_disks or (disk.name or "") in request.excluded_disks
+        return cls(request=request, **values)

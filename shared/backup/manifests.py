@@ -1,42 +1,38 @@
-"""The manifest a finished job commits: every disk's full chunk map, resolved."""
+"""The manifest a finished job commits: every disk's full chunk map, resolved.
+
+The parent's manifest is read here, once per job: an incremental disk's map is the parent's
+overlaid with the chunks this job re-read.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from shared.backup.context import DiskRef, JobContext
-from shared.repository.manifest import DiskManifest, Manifest, utc_now
+from shared.repository.manifest import DiskManifest, Manifest, resolve_chunks, utc_now
+from shared.repository.repository import Repository
 from shared.state import StateStore
 
 
 def build_manifest(
-    context: JobContext,
-    results: list[dict[str, Any]],
-    store: StateStore,
-    repo: Any,
-    warnings: list[str],
+    context: JobContext, store: StateStore, repo: Repository, ovf: str, warnings: list[str]
 ) -> Manifest:
-    job_id = context.request.job_id
     parent = repo.manifest(context.parent_id) if context.parent_id else None
-    disks = [
-        _disk_manifest(
-            context.disk(r["disk_id"]),
-            store.stored_chunks(job_id, r["disk_id"]),
-            parent.disk(r["disk_id"]).chunks if r["incremental"] and parent else {},
-            repo.chunk_size,
-        )
-        for r in results
-    ]
+    disks = []
+    for disk in context.disks:
+        base = parent.disk(disk.id).chunks if parent and disk.incremental else {}
+        disks.append(_disk_manifest(disk, store.stored_chunks(context.job_id, disk.id), base, repo))
+    incremental = context.kind == "incremental"
     return Manifest(
-        backup_id=job_id,
-        vm_id=context.request.vm_id,
+        backup_id=context.job_id,
+        vm_id=context.vm_id,
         vm_name=context.vm_name,
-        kind="incremental" if context.kind == "incremental" else "full",
-        parent_id=context.parent_id if context.kind == "incremental" else None,
+        kind="incremental" if incremental else "full",
+        parent_id=context.parent_id if incremental else None,
         mode=context.request.mode,
         created_at=utc_now(),
-        ovf=context.ovf,
-        checkpoint_id=context.to_checkpoint,
+        ovf=ovf,
+        checkpoint_id=context.anchor,
         disks=disks,
         warnings=list(warnings),
         stats=_stats(store, context),
@@ -44,20 +40,16 @@ def build_manifest(
 
 
 def _disk_manifest(
-    disk: DiskRef, stored: dict[int, str], parent_chunks: dict[int, str], chunk_size: int
+    disk: DiskRef, stored: dict[int, str], parent_chunks: dict[int, str], repo: Repository
 ) -> DiskManifest:
-    chunks = dict(parent_chunks)
-    for index, digest in stored.items():
-        if digest:
-            chunks[index] = digest
-        else:
-            chunks.pop(index, None)
+    changed = {index: digest or None for index, digest in stored.items()}
+    chunks = resolve_chunks(parent_chunks, changed, disk.size, repo.chunk_size)
     fmt = "cow" if disk.format == "cow" else "raw"
-    return DiskManifest(disk.id, disk.name, disk.size, fmt, chunk_size, chunks)
+    return DiskManifest(disk.id, disk.name, disk.size, fmt, repo.chunk_size, chunks)
 
 
 def _stats(store: StateStore, context: JobContext) -> dict[str, Any]:
-    job = store.job(context.request.job_id)
+    job = store.job(context.job_id)
     stats: dict[str, Any] = {"placement": _placement(context)}
     if job is not None:
         stats["bytes_read"] = sum(d.bytes_read for d in job.disks)

@@ -66,10 +66,18 @@ def open_backups(system: Any, vm_id: str) -> list[BackupInfo]:
 
 
 def start(
-    system: Any, vm_id: str, disk_ids: list[str], from_checkpoint_id: str | None, timeout_s: float
+    system: Any,
+    vm_id: str,
+    disk_ids: list[str],
+    from_checkpoint_id: str | None,
+    timeout_s: float,
+    backup_id: str | None = None,
 ) -> BackupInfo:
+    """`backup_id` chosen by the caller lets it record the backup before it exists."""
     spec = types.Backup(
-        disks=[types.Disk(id=d) for d in disk_ids], from_checkpoint_id=from_checkpoint_id or None
+        id=backup_id,
+        disks=[types.Disk(id=d) for d in disk_ids],
+        from_checkpoint_id=from_checkpoint_id or None,
     )
     try:
         created = convert.backup_info(_service(system, vm_id).add(spec))

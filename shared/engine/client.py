@@ -1,12 +1,14 @@
 """EngineClient: the one object the rest of Drover uses to talk to the engine.
 
 A thin facade over `ovirtsdk4`: each method runs one small module function under
-`translated()`, so callers see only typed values and `DroverError`s.
+`translated()`, so callers see only typed values and `DroverError`s. A client made for a
+job carries a `guard` (the job's fencing check) that runs before every call that changes
+something on the engine, so a step whose job lost its VM stops before it touches anything.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
@@ -19,6 +21,7 @@ from shared.engine.models import (
     CleanupReport,
     ClusterInfo,
     DiskInfo,
+    EngineVersion,
     StorageDomainInfo,
     TransferInfo,
     VmInfo,
@@ -28,24 +31,40 @@ from shared.settings import EngineSettings
 
 log = get_logger(__name__)
 WAIT_S = 300.0
+Guard = Callable[[], None]
+
+
+def _unguarded() -> None:
+    return None
 
 
 class EngineClient:
     def __init__(
-        self, connection: Any, *, url: str = "", username: str = "", ca_file: str = ""
+        self,
+        connection: Any,
+        *,
+        url: str = "",
+        username: str = "",
+        ca_file: str = "",
+        guard: Guard = _unguarded,
     ) -> None:
         self._connection = connection
         self._system = connection.system_service()
         self.url = url
         self.username = username
         self.ca_file = ca_file  # also what imageio daemons' certificates are checked against
+        self._guard = guard
 
     @classmethod
-    def connect(cls, settings: EngineSettings) -> EngineClient:
+    def connect(cls, settings: EngineSettings, guard: Guard = _unguarded) -> EngineClient:
         """Log in (EngineAuthError, EngineUnreachable, ConfigError when that fails)."""
         connection = open_connection(settings)
         client = cls(
-            connection, url=connection.url, username=settings.username, ca_file=settings.ca_file
+            connection,
+            url=connection.url,
+            username=settings.username,
+            ca_file=settings.ca_file,
+            guard=guard,
         )
         try:
             with client._call("logging in"):
@@ -78,6 +97,13 @@ class EngineClient:
         with translated(action, user=self.username):
             yield
 
+    @contextmanager
+    def _change(self, action: str) -> Iterator[None]:
+        """A call that changes the engine: the guard decides first."""
+        self._guard()
+        with self._call(action):
+            yield
+
     # inventory
     def test(self) -> str:
         """The engine's product name and version, e.g. "oVirt Engine 4.5.5-1.el8"."""
@@ -89,6 +115,10 @@ class EngineClient:
             full = f"{version.major}.{version.minor}.{version.build or 0}"
         name = (info.name if info else "") or "oVirt Engine"
         return f"{name} {full}".strip()
+
+    def version(self) -> EngineVersion:
+        with self._call("reading the engine version"):
+            return inventory.engine_version(self._system)
 
     def find_vms(
         self,
@@ -124,11 +154,11 @@ class EngineClient:
 
     # guest
     def freeze(self, vm_id: str) -> None:
-        with self._call(f"freezing the filesystems of VM {vm_id}"):
+        with self._change(f"freezing the filesystems of VM {vm_id}"):
             guest.freeze(self._system, vm_id)
 
     def thaw(self, vm_id: str) -> None:
-        with self._call(f"thawing the filesystems of VM {vm_id}"):
+        with self._change(f"thawing the filesystems of VM {vm_id}"):
             guest.thaw(self._system, vm_id)
 
     # backups and checkpoints
@@ -137,7 +167,7 @@ class EngineClient:
             return backups.checkpoints(self._system, vm_id)
 
     def remove_checkpoint(self, vm_id: str, checkpoint_id: str) -> None:
-        with self._call(f"removing checkpoint {checkpoint_id} of VM {vm_id}"):
+        with self._change(f"removing checkpoint {checkpoint_id} of VM {vm_id}"):
             backups.remove_checkpoint(self._system, vm_id, checkpoint_id)
 
     def start_backup(
@@ -146,16 +176,20 @@ class EngineClient:
         disk_ids: list[str],
         from_checkpoint_id: str | None = None,
         timeout_s: float = WAIT_S,
+        *,
+        backup_id: str | None = None,
     ) -> BackupInfo:
-        with self._call(f"starting a backup of VM {vm_id}"):
-            return backups.start(self._system, vm_id, disk_ids, from_checkpoint_id, timeout_s)
+        with self._change(f"starting a backup of VM {vm_id}"):
+            return backups.start(
+                self._system, vm_id, disk_ids, from_checkpoint_id, timeout_s, backup_id
+            )
 
     def backup(self, vm_id: str, backup_id: str) -> BackupInfo | None:
         with self._call(f"reading backup {backup_id}"):
             return backups.get(self._system, vm_id, backup_id)
 
     def finalize_backup(self, vm_id: str, backup_id: str, timeout_s: float = WAIT_S) -> None:
-        with self._call(f"finalizing backup {backup_id} of VM {vm_id}"):
+        with self._change(f"finalizing backup {backup_id} of VM {vm_id}"):
             backups.finalize(self._system, vm_id, backup_id, timeout_s)
 
     def open_backups(self, vm_id: str) -> list[BackupInfo]:
@@ -184,7 +218,7 @@ class EngineClient:
             inactivity_timeout_s=inactivity_timeout_s,
             host_id=host_id,
         )
-        with self._call(f"starting an image transfer ({direction}) of disk {disk_id}"):
+        with self._change(f"starting an image transfer ({direction}) of disk {disk_id}"):
             return transfers.start(self._system, spec, timeout_s)
 
     def transfer(self, transfer_id: str) -> TransferInfo | None:
@@ -192,11 +226,11 @@ class EngineClient:
             return transfers.get(self._system, transfer_id)
 
     def finalize_transfer(self, transfer_id: str, timeout_s: float = WAIT_S) -> None:
-        with self._call(f"finalizing image transfer {transfer_id}"):
+        with self._change(f"finalizing image transfer {transfer_id}"):
             transfers.finalize(self._system, transfer_id, timeout_s)
 
     def cancel_transfer(self, transfer_id: str, wait_s: float = transfers.CANCEL_WAIT_S) -> None:
-        with self._call(f"cancelling image transfer {transfer_id}"):
+        with self._change(f"cancelling image transfer {transfer_id}"):
             transfers.cancel(self._system, transfer_id, wait_s)
 
     def open_transfers(
@@ -213,14 +247,14 @@ class EngineClient:
         self, vm_id: str, disk_ids: list[str] | None = None, timeout_s: float = WAIT_S
     ) -> CleanupReport:
         """Cancel open transfers on the disks, finalize open backups; idempotent."""
-        with self._call(f"cleaning up VM {vm_id}"):
+        with self._change(f"cleaning up VM {vm_id}"):
             return cleanup.cleanup_vm(self._system, vm_id, list(disk_ids or []), timeout_s)
 
     # restore
     def add_vm_from_ovf(
         self, ovf: str, name: str, cluster_name: str, timeout_s: float = WAIT_S
     ) -> str:
-        with self._call(f"creating VM {name} from its OVF"):
+        with self._change(f"creating VM {name} from its OVF"):
             return restore.add_vm_from_ovf(self._system, ovf, name, cluster_name, timeout_s)
 
     def add_disk(
@@ -236,7 +270,7 @@ class EngineClient:
         timeout_s: float = WAIT_S,
     ) -> DiskInfo:
         """A new disk on `storage_domain` (id or name), once it is OK."""
-        with self._call(f"adding disk {name}"):
+        with self._change(f"adding disk {name}"):
             return restore.add_disk(
                 self._system,
                 name=name,
@@ -257,15 +291,15 @@ class EngineClient:
         interface: str = "virtio_scsi",
         active: bool = True,
     ) -> None:
-        with self._call(f"attaching disk {disk_id} to VM {vm_id}"):
+        with self._change(f"attaching disk {disk_id} to VM {vm_id}"):
             restore.attach_disk(
                 self._system, vm_id, disk_id, bootable=bootable, interface=interface, active=active
             )
 
     def remove_vm(self, vm_id: str, timeout_s: float = WAIT_S) -> None:
-        with self._call(f"removing VM {vm_id}"):
+        with self._change(f"removing VM {vm_id}"):
             restore.remove_vm(self._system, vm_id, timeout_s)
 
     def remove_disk(self, disk_id: str, timeout_s: float = WAIT_S) -> None:
-        with self._call(f"removing disk {disk_id}"):
+        with self._change(f"removing disk {disk_id}"):
             restore.remove_disk(self._system, disk_id, timeout_s)

@@ -5,9 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from shared.engine import convert, search
-from shared.engine.models import ClusterInfo, DiskInfo, StorageDomainInfo, VmInfo
+from shared.engine.models import ClusterInfo, DiskInfo, EngineVersion, StorageDomainInfo, VmInfo
 
 VM_FOLLOW = "disk_attachments.disk,tags"
+
+
+def engine_version(system: Any) -> EngineVersion:
+    info = system.get().product_info
+    version = info.version if info else None
+    if version is None:
+        return EngineVersion(0, 0)
+    return EngineVersion(int(version.major or 0), int(version.minor or 0))
 
 
 def clusters(system: Any) -> list[ClusterInfo]:

@@ -55,6 +55,14 @@ class TransferInfo:
     direction: str = ""
 
 
+class EngineVersion(NamedTuple):
+    major: int
+    minor: int
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}"
+
+
 class StorageDomainInfo(NamedTuple):
     id: str
     name: str

@@ -48,7 +48,8 @@ def _is_zero_view(data: bytes | bytearray | memoryview) -> bool:
         return False
     for start in range(0, len(view), _ZERO_STEP):
         piece = view[start : start + _ZERO_STEP]
-        if piece.tobytes() != _zeros(len(piece)):
+        # bytes.startswith compares with memcmp and copies nothing; == on a view goes item by item
+        if not _zeros(len(piece)).startswith(piece):
             return False
     return True
 

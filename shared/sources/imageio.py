@@ -4,6 +4,11 @@
 (the host's daemon) and fall back to its `proxy_url` (the engine) when the host cannot be
 reached. Calls are thread-safe: each concurrent caller gets its own connection, up to the
 server's `max_readers` / `max_writers` and `max_connections`.
+
+Cleanup never replaces the first error: when the `with` block raised, a failure to close the
+connections is logged and the block's error propagates; when the block succeeded, a close
+error is raised (as ovirt-imageio's backends do). A constructor that fails after the metadata
+connection was opened closes it (quietly) before re-raising.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from shared.sources.extent import Extent
 from shared.sources.imageio_http import (
     CONNECTION_ERRORS,
     ImageioError,
+    close_quietly,
     is_http_error,
     open_transfer,
 )
@@ -46,10 +52,14 @@ class _Transfer:
         meta, self.url = open_transfer(
             transfer.transfer_url, transfer.proxy_url, ca_file, secure=secure
         )
-        self.via_proxy = self.url != transfer.transfer_url
-        server_limit = meta.max_writers if self.writers else meta.max_readers
-        # The metadata connection counts against the server's limit too; one more stalls.
-        self._pool = ConnectionPool(meta, min(max_connections, max(1, server_limit - 1)))
+        try:
+            self.via_proxy = self.url != transfer.transfer_url
+            server_limit = meta.max_writers if self.writers else meta.max_readers
+            # The metadata connection counts against the server's limit too; one more stalls.
+            self._pool = ConnectionPool(meta, min(max_connections, max(1, server_limit - 1)))
+        except BaseException:
+            close_quietly(meta, f"image transfer {self.transfer_id}: the metadata connection")
+            raise
 
     @property
     def connections(self) -> int:
@@ -92,7 +102,10 @@ class _Transfer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc_type is None:
+            self.close()
+        else:  # the block's error is the one to see
+            close_quietly(self, f"image transfer {self.transfer_id}")
 
 
 class ImageioSource(_Transfer):

@@ -79,3 +79,12 @@ def _open_transfer(
 
 def is_http_error(error: BaseException) -> bool:
     return isinstance(error, imageio_http.Error)
+
+
+def close_quietly(obj: Any, what: str) -> None:
+    """`obj.close()` for cleanup: a failure is logged, never raised, so the error being
+    handled stays the one the caller sees (as ovirt-imageio's backends do in `__exit__`)."""
+    try:
+        obj.close()
+    except Exception as e:
+        log.warning("closing failed", what=what, error=str(e), exc_info=True)

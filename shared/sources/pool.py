@@ -2,6 +2,11 @@
 
 The first connection (`meta`) answers size and extents; data connections are clones of it
 (no new OPTIONS or extents requests), created on demand and reused by the next caller.
+
+Closing never hides an error: a connection discarded after a failed call, or released after
+the pool was closed, is closed quietly (a close error is logged; the call's own error, or its
+result, is what the caller gets). `close()` closes every connection even when some fail, then
+raises the first failure (the others are logged).
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from shared.sources.imageio_http import CONNECTION_ERRORS
+from shared.sources.imageio_http import CONNECTION_ERRORS, close_quietly
 
 T = TypeVar("T")
 
@@ -71,23 +76,43 @@ class ConnectionPool:
     def _release(self, backend: Any) -> None:
         with self._cond:
             if self._closed:
-                backend.close()
+                # the call succeeded: its result matters more than this connection's close
+                close_quietly(backend, "an imageio connection released after close")
                 return
             self._idle.append(backend)
             self._cond.notify()
 
     def _discard(self, backend: Any) -> None:
-        backend.close()
-        with self._cond:
-            self._count -= 1
-            self._cond.notify()
+        """Drop a connection after a failed call: the call's error is the one raised."""
+        try:
+            close_quietly(backend, "a failed imageio connection")
+        finally:  # the slot is freed whatever happens, or the next caller waits forever
+            with self._cond:
+                self._count -= 1
+                self._cond.notify()
 
     def close(self) -> None:
+        """Close every connection; raise the first close error once all were tried."""
         with self._cond:
             self._closed = True
             idle, self._idle = self._idle, []
             self._cond.notify_all()
+        first: Exception | None = None
         for backend in idle:
-            backend.close()
+            first = _close_keeping_first(backend, "an imageio data connection", first)
         with self._meta_lock:
-            self.meta.close()
+            first = _close_keeping_first(self.meta, "the imageio metadata connection", first)
+        if first is not None:
+            raise first
+
+
+def _close_keeping_first(obj: Any, what: str, first: Exception | None) -> Exception | None:
+    """Close `obj`; return the first close error so far (the later ones are logged)."""
+    if first is not None:
+        close_quietly(obj, what)
+        return first
+    try:
+        obj.close()
+    except Exception as e:
+        return e
+    return None

@@ -6,9 +6,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.jobs import BackupRequest, GuestCommand, RestoreRequest
+from bench.fleet import queue_lab_backup
+from shared.engine.client import EngineClient
+from shared.jobs import GuestCommand, RestoreRequest
+from shared.modes import mode_for
 from shared.state import JobState, JobStatus, StateStore, new_job_id
-from workers.canvas import queue_backup_job, submit_restore
+from workers.canvas import submit_restore
+from workers.resources import engine_settings
 
 JOB_TIMEOUT_S = 240.0
 
@@ -22,17 +26,10 @@ def start_backup(
     repo: Path,
     **options: Any,
 ) -> str:
-    job_id = new_job_id()
-    request = BackupRequest(
-        job_id=job_id,
-        policy="e2e",
-        manager=manager,
-        vm_id=vm.id,
-        vm_name=vm.name,
-        repository=str(repo),
-        **options,
-    )
-    return queue_backup_job(app, store, request, disk_ids)
+    with EngineClient.connect(engine_settings(manager, store)) as engine:
+        return queue_lab_backup(
+            app, store, engine, vm.id, disk_ids, str(repo), policy="e2e", **options
+        )
 
 
 def wait_job(store: StateStore, job_id: str, timeout_s: float = JOB_TIMEOUT_S) -> JobState:
@@ -64,12 +61,10 @@ def restore(
 ) -> JobState:
     job_id = new_job_id()
     store.create_job(JobState(id=job_id, vm_id="", mode="restore", manager=manager))
-    submit_restore(
-        app,
-        RestoreRequest(
-            job_id=job_id, manager=manager, repository=str(repo), backup_id=backup_id, name=name
-        ),
+    request = RestoreRequest(
+        job_id=job_id, manager=manager, repository=str(repo), backup_id=backup_id, name=name
     )
+    submit_restore(app, request, mode_for(request.mode).queue(""))
     job = wait_job(store, job_id)
     assert job.status == JobStatus.SUCCEEDED, job.error
     return job

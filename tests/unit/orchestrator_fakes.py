@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from orchestrator.api import create_app
 from orchestrator.auth import TokenAuth
 from orchestrator.service import Service
-from shared.engine.models import DiskInfo, VmInfo
+from shared.engine.models import DiskInfo, EngineVersion, StorageDomainInfo, VmInfo
 from shared.jobs import BackupRequest, RestoreRequest
 from shared.settings import EngineSettings, Settings
 from shared.state import JobState, JobStatus, VmLocked
@@ -51,6 +51,7 @@ class FakeState:
         self.docs: dict[tuple[str, str], dict[str, Any]] = {}
         self.job_states: dict[str, JobState] = {}
         self.locks: dict[str, str] = {}
+        self.requests: dict[str, dict[str, Any]] = {}
 
     def put_document(self, kind: str, name: str, document: dict[str, Any]) -> None:
         self.docs[(kind, name)] = copy.deepcopy(document)
@@ -72,6 +73,9 @@ class FakeState:
 
     def context(self, job_id: str) -> dict[str, Any] | None:
         return None
+
+    def save_request(self, job_id: str, request: dict[str, Any]) -> None:
+        self.requests[job_id] = copy.deepcopy(request)
 
     def jobs(self, limit: int = 100) -> list[JobState]:
         jobs = sorted(self.job_states.values(), key=lambda j: j.created_at, reverse=True)
@@ -132,6 +136,12 @@ class FakeEngine:
     def test(self) -> str:
         return "oVirt Engine 4.5.5"
 
+    def version(self) -> EngineVersion:
+        return EngineVersion(4, 5)
+
+    def storage_domains(self) -> list[StorageDomainInfo]:
+        return [StorageDomainInfo("sd1", "data1", "nfs")]
+
     def find_vms(
         self, names: list[str], patterns: list[str], tags: list[str], clusters: list[str]
     ) -> list[VmInfo]:
@@ -145,12 +155,13 @@ class FakeSubmit:
     restores: list[RestoreRequest] = field(default_factory=list)
     error: Exception | None = None
 
-    def backup(self, request: BackupRequest, disk_ids: list[str], cluster: str) -> None:
+    def backup(self, request: BackupRequest, queue: str) -> None:
+        """Records (request, its disks, its queue)."""
         if self.error:
             raise self.error
-        self.backups.append((request, disk_ids, cluster))
+        self.backups.append((request, list(request.disk_ids), queue))
 
-    def restore(self, request: RestoreRequest) -> None:
+    def restore(self, request: RestoreRequest, queue: str) -> None:
         self.restores.append(request)
 
 
@@ -186,6 +197,7 @@ def make_world(tmp_repository: str = "memory://repo") -> World:
         submit_backup=submit.backup,
         submit_restore=submit.restore,
         open_repository=repo.open,
+        live_queues=lambda: {"drover.default", "transfer.image"},
     )
     return World(state, engine, submit, repo, service)
 

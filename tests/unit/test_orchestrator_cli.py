@@ -103,7 +103,7 @@ def test_run_wait_exits_non_zero_when_a_job_fails(world: World) -> None:
     world.service.add_manager(manager_body())
     world.service.put_policy({"name": "nightly", "manager": "lab", "vms": {"patterns": ["*"]}})
 
-    def finish(request, disk_ids, cluster) -> None:  # type: ignore[no-untyped-def]
+    def finish(request, queue) -> None:  # type: ignore[no-untyped-def]
         status = JobStatus.FAILED if request.vm_name == "db01" else JobStatus.SUCCEEDED
         world.state.set_status(
             request.job_id, status, "disk read failed" if status == JobStatus.FAILED else ""

@@ -8,9 +8,9 @@ from orchestrator.policies import (
     backup_request,
     is_proxy,
     parse_policies,
-    selected_disks,
     validate_policy,
 )
+from shared.backup.enqueue import selected_disks
 from shared.errors import ConfigError
 from tests.unit.orchestrator_fakes import (
     policy_body,
@@ -63,7 +63,7 @@ def test_a_list_under_policies_and_a_bare_list() -> None:
 
 def test_defaults_and_auto_mode() -> None:
     policy = validate_policy({"name": "p", "manager": "lab", "vms": {"names": ["x"]}})
-    assert policy.mode == "auto" and policy.transfer_mode == "image_transfer"
+    assert policy.mode == "auto"
     assert policy.backup.type == "incremental" and policy.backup.full_every == 7
     assert policy.priority == 5 and policy.quiesce
 
@@ -123,7 +123,7 @@ def test_missing_and_bad_names() -> None:
 
 def test_disk_attachment_full_is_fine() -> None:
     policy = validate_policy(policy_body(mode="disk_attachment", backup={"type": "full"}))
-    assert policy.transfer_mode == "disk_attachment"
+    assert policy.mode == "disk_attachment"
 
 
 @pytest.mark.parametrize(
@@ -154,15 +154,14 @@ def test_expansion_into_a_backup_request() -> None:
         )
     )
     machine = vm("web1", "web1")
-    request = backup_request(policy, machine, "job1", "/repo")
+    request = backup_request(policy, machine, "job1", "/repo", "image_transfer")
     assert request.vm_id == "web1" and request.vm_name == "web1" and request.job_id == "job1"
     assert request.mode == "image_transfer" and not request.incremental
     assert request.full_every == 3 and request.priority == 7 and request.repository == "/repo"
     assert request.pre_command is not None and request.pre_command.host == "10.0.0.5"
     assert request.post_command is None
-    assert selected_disks(policy, machine) == []  # one excluded by name, one by id
-    other = validate_policy(policy_body())
-    assert [d.name for d in selected_disks(other, machine)] == ["web1_os"]
+    assert selected_disks(machine, request.excluded_disks) == []  # by name and by id
+    assert [d.name for d in selected_disks(machine, ("scratch",))] == ["web1_os"]
 
 
 def test_proxy_vms_are_recognised() -> None:

@@ -39,11 +39,11 @@ def test_run_expands_into_one_queued_job_per_vm(world: World) -> None:
     assert run["vms"] == 2 and run["refused"] == []
     assert [job["vm"] for job in run["jobs"]] == ["web1", "db01"]
     submitted = {
-        request.vm_name: (request, disks, cl) for request, disks, cl in world.submit.backups
+        request.vm_name: (request, disks, queue) for request, disks, queue in world.submit.backups
     }
-    request, disks, cluster = submitted["db01"]
+    request, disks, queue = submitted["db01"]
     assert disks == ["vm-b-d0"]  # "scratch" excluded by name
-    assert cluster == "cluster2"
+    assert queue == "transfer.image"
     assert request.policy == "nightly" and request.manager == "lab"
     assert request.mode == "image_transfer" and request.priority == 7
     assert request.repository == "memory://repo"

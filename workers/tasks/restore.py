@@ -1,4 +1,4 @@
-"""Restore a backup as a new VM (image transfer path)."""
+"""Restore a backup as a new VM, through the disk sink of the request's mode."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from celery import Task, shared_task
 
 from shared.jobs import RestoreRequest
 from shared.logging import bind_ids, get_logger
-from shared.restore.imageio_restore import restore_vm
+from shared.restore.restore import restore_vm
 from shared.state import JobStatus
 from workers.canvas import RESTORE
 from workers.failures import describe

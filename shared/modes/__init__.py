@@ -1,0 +1,41 @@
+"""Transfer modes: one module per mode, chosen from one table (ovirt-imageio's backends shape).
+
+`MODES` holds the modes this version of Drover can carry out; `PLANNED_MODES` the ones the
+product documents but that do not exist yet, which are refused with a clear message. Adding a
+mode: one module implementing `shared.modes.base.TransferMode`, one disk source, one entry
+here.
+"""
+
+from __future__ import annotations
+
+from shared.errors import ConfigError
+from shared.modes.base import JobRun, OpenDisk, Started, TransferMode
+from shared.modes.image_transfer import ImageTransferMode
+
+MODES: dict[str, TransferMode] = {"image_transfer": ImageTransferMode()}
+AVAILABLE_MODES: tuple[str, ...] = tuple(MODES)
+PLANNED_MODES: tuple[str, ...] = ("ssh", "disk_attachment")
+
+
+def mode_for(name: str) -> TransferMode:
+    mode = MODES.get(name)
+    if mode is not None:
+        return mode
+    if name in PLANNED_MODES:
+        raise ConfigError(
+            f"mode {name} is not available in this version of Drover",
+            hint=f"use one of: {', '.join(AVAILABLE_MODES)}",
+        )
+    raise ConfigError(f"unknown mode {name!r}", hint=f"use one of: {', '.join(AVAILABLE_MODES)}")
+
+
+__all__ = [
+    "AVAILABLE_MODES",
+    "MODES",
+    "PLANNED_MODES",
+    "JobRun",
+    "OpenDisk",
+    "Started",
+    "TransferMode",
+    "mode_for",
+]

@@ -1,0 +1,58 @@
+"""`mode: auto`: which mode backs up a VM, chosen from facts, with the reason written down.
+
+The facts are the engine's version (the backup API needs 4.4), the VM's disk formats and
+storage types, and whether a proxy worker serves the VM's cluster. Only modes this version
+of Drover has are chosen; the reason names what was considered, so `drover jobs ID` tells
+an operator why a VM went the way it did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.engine.models import EngineVersion
+from shared.errors import ConfigError
+from shared.modes import MODES, mode_for
+
+BACKUP_API = EngineVersion(4, 4)
+
+
+@dataclass(frozen=True)
+class VmFacts:
+    engine_version: EngineVersion
+    disk_formats: tuple[str, ...]  # raw | cow, one per disk backed up
+    storage_types: tuple[str, ...]  # nfs, glusterfs, iscsi, fcp, ... of those disks
+    proxy_worker: bool  # a live worker consumes the cluster's proxy queue
+
+
+@dataclass(frozen=True)
+class ModeChoice:
+    mode: str
+    reason: str
+
+
+def choose_mode(requested: str, facts: VmFacts) -> ModeChoice:
+    if requested != "auto":
+        mode_for(requested)  # refuses what this version cannot do
+        return ModeChoice(requested, f"mode {requested} set by the policy")
+    if facts.engine_version < BACKUP_API:
+        raise ConfigError(
+            f"auto: no mode fits: engine {facts.engine_version} has no backup API (4.4+), and "
+            "snapshot-chain backups for older engines are not available in this version",
+            hint="upgrade the engine to 4.4 or later",
+        )
+    return ModeChoice("image_transfer", _image_transfer_reason(facts))
+
+
+def _image_transfer_reason(facts: VmFacts) -> str:
+    parts = [f"auto chose image_transfer: engine {facts.engine_version} has the backup API"]
+    raw = facts.disk_formats.count("raw")
+    if raw:
+        parts.append(f"{raw} raw disk(s) have no incremental tracking and are read in full")
+    if facts.storage_types:
+        parts.append(f"storage: {', '.join(sorted(set(facts.storage_types)))}")
+    if facts.proxy_worker and "disk_attachment" not in MODES:
+        parts.append("a proxy worker serves the cluster, but disk_attachment is not available")
+    elif not facts.proxy_worker:
+        parts.append("no proxy worker serves the cluster")
+    return "; ".join(parts)

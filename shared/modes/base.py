@@ -1,0 +1,99 @@
+"""What a transfer mode is: the one small interface every mode module implements.
+
+A mode moves a VM's disks between the estate and the repository (ovirt-imageio's backends
+are the model: one module each, chosen from a table, one shape):
+
+    begin(run)                  engine backup with checkpoints, or a disk-only snapshot;
+                                quiescing first
+    open_disk(run, disk)        a disk source for one disk and the chunks this backup reads
+    finish(run)                 finalize the engine backup, or keep / remove the snapshot
+    after_commit(run)           drop what the committed backup made obsolete
+    cleanup(engine, ...)        leave nothing behind, from the engine objects a job recorded
+    anchor_exists(engine, ...)  is the last backup's chain anchor (checkpoint or kept
+                                snapshot) still there for an incremental?
+    open_sink(engine, disk)     restore: write a new disk
+    open_readback(engine, disk) restore: read a restored disk back to verify it
+
+Everything else (choosing full or incremental, the copy routine, progress, manifests, the
+VM lock, failures) is the pipeline's and the same for every mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from shared.backup.context import DiskRef, JobContext
+from shared.backup.journal import JobJournal
+from shared.backup.plan import ChunkPlan
+from shared.engine.client import EngineClient
+from shared.sources.base import DiskSource
+
+
+class Readable(Protocol):
+    def readinto(self, offset: int, buf: bytearray | memoryview) -> int: ...
+
+
+class DiskWriter(Protocol):
+    @property
+    def connections(self) -> int: ...
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None: ...
+
+    def zero(self, offset: int, length: int) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One step of one backup job, as a mode sees it."""
+
+    context: JobContext
+    engine: EngineClient
+    journal: JobJournal
+
+
+@dataclass(frozen=True)
+class Started:
+    handle: str  # what the disks are read through: an engine backup or a snapshot
+    anchor: str | None  # where the next incremental starts: a checkpoint or a kept snapshot
+    incremental: bool  # False when the engine could give only a full backup
+
+
+@dataclass(frozen=True)
+class OpenDisk:
+    source: Readable
+    plans: list[ChunkPlan]  # the chunks this backup reads, in disk order
+    connections: int  # how many readers the source serves at once
+
+
+class TransferMode(Protocol):
+    name: str
+    incremental: bool  # can it make incremental backups at all
+
+    def queue(self, cluster: str) -> str: ...
+
+    def begin(self, run: JobRun) -> Started: ...
+
+    def open_disk(self, run: JobRun, disk: DiskRef) -> AbstractContextManager[OpenDisk]: ...
+
+    def finish(self, run: JobRun) -> None: ...
+
+    def after_commit(self, run: JobRun) -> None: ...
+
+    def cleanup(
+        self, engine: EngineClient, vm_id: str, disk_ids: list[str], recorded: Mapping[str, str]
+    ) -> None: ...
+
+    def anchor_exists(self, engine: EngineClient, vm_id: str, anchor: str) -> bool: ...
+
+    def open_sink(
+        self, engine: EngineClient, disk_id: str
+    ) -> AbstractContextManager[DiskWriter]: ...
+
+    def open_readback(
+        self, engine: EngineClient, disk_id: str
+    ) -> AbstractContextManager[DiskSource]: ...
