@@ -25,8 +25,7 @@ from lab.procs import free_port
 from lab.redis_server import redis_server
 from orchestrator.client import ApiClient
 from shared.errors import DroverError
-
-MODES = ("image_transfer",)
+from shared.modes import AVAILABLE_MODES as MODES
 
 
 @click.command("demo")

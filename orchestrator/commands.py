@@ -269,6 +269,8 @@ def jobs_command(job_id: str | None, limit: int, as_json: bool) -> None:
 
 def _print_job(job: dict[str, Any]) -> None:
     click.echo(job_line(job))
+    if job.get("mode_reason"):
+        click.echo(f"  mode: {job['mode_reason']}")
     for disk in job["disks"]:
         done = f"{disk['done_chunks']}/{disk['planned_chunks']} chunks"
         click.echo(f"  disk {disk['name'] or disk['disk_id']:<20} {done:<18} {_bytes(disk)}")

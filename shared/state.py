@@ -168,6 +168,12 @@ class StateStore:
             fields["finished_at"] = time.time()
         self.update_job(job_id, **fields)
 
+    def fail_once(self, job_id: str, reason: str) -> bool:
+        """Mark the job failed with `reason` unless it already failed (atomically: of two
+        steps failing at once, the first keeps its reason); True when this call did."""
+        now = repr(time.time())
+        return bool(self.redis.eval(_FAIL_ONCE_SCRIPT, 1, key("job", job_id), reason, now))
+
     def record_engine_object(self, job_id: str, name: str, value: str) -> None:
         """Record an engine object of the job before it is created (and again with its id
         after), so cleanup finds it after a crash. One field each: parallel steps never
@@ -363,6 +369,15 @@ if holder and string.sub(holder, string.find(holder, ':') + 1) == ARGV[1] then
   return redis.call('del', KEYS[1])
 end
 return 0
+"""
+
+
+_FAIL_ONCE_SCRIPT = """
+if redis.call('hget', KEYS[1], 'status') == 'failed' then
+  return 0
+end
+redis.call('hset', KEYS[1], 'status', 'failed', 'error', ARGV[1], 'finished_at', ARGV[2])
+return 1
 """
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from celery import Celery
 
 from shared.settings import Settings, get_settings
+from workers.priority import REDIS_PRIORITY_STEPS
 
 TASK_MODULES = ["workers.tasks.health", "workers.tasks.backup", "workers.tasks.restore"]
 
@@ -19,7 +20,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
     return {
         "broker_url": settings.effective_broker_url,
         "result_backend": settings.redis_url,
-        "broker_transport_options": {"visibility_timeout": visibility_s},
+        "broker_transport_options": _transport_options(settings),
         "result_backend_transport_options": {"visibility_timeout": visibility_s},
         "broker_connection_retry_on_startup": True,
         "task_acks_late": True,
@@ -38,6 +39,14 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "worker_hijack_root_logger": False,
         "task_default_queue": "drover.default",
     }
+
+
+def _transport_options(settings: Settings) -> dict[str, object]:
+    options: dict[str, object] = {"visibility_timeout": settings.worker.visibility_timeout_s}
+    if settings.effective_broker_url.startswith(("redis", "rediss")):
+        # one list per priority, served in order (see canvas.broker_priority)
+        options |= {"priority_steps": REDIS_PRIORITY_STEPS, "queue_order_strategy": "priority"}
+    return options
 
 
 def create_app(settings: Settings | None = None) -> Celery:

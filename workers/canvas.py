@@ -11,6 +11,7 @@ from __future__ import annotations
 from celery import Celery, chain, chord, group
 
 from shared.jobs import BackupRequest, RestoreRequest
+from workers.priority import broker_priority
 
 PREPARE = "drover.backup.prepare"
 START = "drover.backup.start"
@@ -18,17 +19,6 @@ TRANSFER = "drover.backup.transfer_disk"
 FINALIZE = "drover.backup.finalize"
 RESTORE = "drover.restore.run"
 CONTROL_QUEUE = "drover.default"
-MAX_PRIORITY = 9
-# kombu's Redis transport serves priority 0 first (one list per step, BRPOP in step order);
-# ten steps keep Drover's ten priorities apart.
-REDIS_PRIORITY_STEPS = list(range(MAX_PRIORITY + 1))
-
-
-def broker_priority(app: Celery, priority: int) -> int:
-    """Drover's priority (0 low .. 9 high) as the broker orders it: with Redis, 0 goes first;
-    AMQP brokers serve the highest number first."""
-    broker = str(app.conf.broker_url or "")
-    return MAX_PRIORITY - priority if broker.startswith(("redis", "rediss")) else priority
 
 
 def backup_canvas(app: Celery, request: BackupRequest, queue: str) -> chain:

@@ -76,12 +76,13 @@ def _fail_quietly(step: JobStep, reason: str) -> None:
 
 
 def fail_job(step: JobStep, reason: str) -> None:
-    """Clean up what this job made on the engine, record the first failure, unlock the VM."""
+    """Record the failure (the first one wins), clean up what this job made on the engine,
+    unlock the VM. Recorded first: the cleanup itself makes sibling steps fail."""
     store, request = step.store, step.request
     log.error("job failed", reason=reason)
+    _record_failure(step, reason)
     if store.vm_lock_holder(request.vm_id) == request.job_id:
         _clean_engine(step)
-    _record_failure(step, reason)
     store.unlock_vm(request.vm_id, request.job_id)
 
 
@@ -97,10 +98,7 @@ def _clean_engine(step: JobStep) -> None:
 
 
 def _record_failure(step: JobStep, reason: str) -> None:
-    """Sibling steps fail after the first one's cleanup; the first reason is the one to show."""
+    """The job's first failure is its reason; a later one (a sibling step) is a warning."""
     store, job_id = step.store, step.request.job_id
-    job = store.job(job_id)
-    if job is not None and job.status == JobStatus.FAILED:
+    if not store.fail_once(job_id, reason):
         store.add_warning(job_id, f"also failed: {reason}")
-    else:
-        store.set_status(job_id, JobStatus.FAILED, reason)

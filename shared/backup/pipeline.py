@@ -1,7 +1,9 @@
 """The backup job's steps, mode-neutral: prepare -> start -> transfer (per disk) -> finalize.
 
 Each step is idempotent: a re-delivered message finds its work in Redis (the context, the
-chunks stored, the engine objects recorded) and carries on from there. What differs between
+chunks stored, the engine objects recorded) and carries on from there. Each step first checks
+that its job still holds the VM (the fence): a late message of a job whose VM went to a newer
+job stops there. What differs between
 modes is behind `shared.modes.base.TransferMode`.
 """
 
@@ -101,6 +103,7 @@ def start(step: JobStep) -> None:
 
     A re-delivered start whose begin completed runs no guest command again; begin itself
     takes up what the earlier attempt recorded."""
+    step.journal.check_fence()
     request, context = step.request, step.context()
     commands = not context.handle
     if commands and request.pre_command:
@@ -110,7 +113,8 @@ def start(step: JobStep) -> None:
     if commands and request.post_command:
         run_guest_command(request.post_command, "post-snapshot")
     if context.kind == "incremental" and not started.incremental:
-        step.journal.warn("the engine could not back up incrementally: taking a full backup")
+        why = started.why_full or "the engine could not back up incrementally"
+        step.journal.warn(f"{why}: taking a full backup")
         context = context.as_full()
         step.store.update_job(request.job_id, kind="full")
     step.store.save_context(
@@ -119,6 +123,7 @@ def start(step: JobStep) -> None:
 
 
 def transfer(step: JobStep, disk_id: str) -> dict[str, Any]:
+    step.journal.check_fence()
     context = step.context()
     disk = context.disk(disk_id)
     if disk is None:
@@ -133,6 +138,7 @@ def transfer(step: JobStep, disk_id: str) -> dict[str, Any]:
 
 def finalize(step: JobStep) -> dict[str, str]:
     """Finish on the engine, commit the manifest (still holding the VM), drop what it obsoletes."""
+    step.journal.check_fence()
     request, store, context = step.request, step.store, step.context()
     repo, mode = step.repository(), mode_for(request.mode)
     with step.engine() as engine:

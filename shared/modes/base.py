@@ -61,6 +61,7 @@ class Started:
     handle: str  # what the disks are read through: an engine backup or a snapshot
     anchor: str | None  # where the next incremental starts: a checkpoint or a kept snapshot
     incremental: bool  # False when the engine could give only a full backup
+    why_full: str = ""  # why, when an incremental was asked for and this is full
 
 
 @dataclass(frozen=True)

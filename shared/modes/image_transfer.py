@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 
 from shared.backup.context import DiskRef
 from shared.backup.plan import ChunkPlan, Span, plan_data_chunks, plan_dirty_chunks
@@ -21,7 +21,7 @@ from shared.engine.models import BackupInfo, TransferInfo
 from shared.errors import DroverError
 from shared.logging import get_logger
 from shared.modes.base import JobRun, OpenDisk, Started
-from shared.modes.quiesce import FROZEN, quiesced
+from shared.modes.quiesce import FROZEN, quiesced, thaw_left_frozen, thaw_quietly
 from shared.sources.imageio import ImageioSink, ImageioSource
 
 QUEUE = "transfer.image"
@@ -44,9 +44,12 @@ class ImageTransferMode:
         backup = _recorded_backup(run)
         if backup is None:
             with quiesced(run):
-                backup = _start_backup(run)
+                backup, why_full = _start_backup(run)
+        else:
+            why_full = ""
+            thaw_left_frozen(run)  # an earlier attempt that died between backup and thaw
         incremental = backup.from_checkpoint_id is not None
-        return Started(backup.id, backup.to_checkpoint_id, incremental)
+        return Started(backup.id, backup.to_checkpoint_id, incremental, why_full)
 
     @contextmanager
     def open_disk(self, run: JobRun, disk: DiskRef) -> Iterator[OpenDisk]:
@@ -83,11 +86,13 @@ class ImageTransferMode:
     def cleanup(
         self, engine: EngineClient, vm_id: str, disk_ids: list[str], recorded: Mapping[str, str]
     ) -> None:
-        """Cancel the job's transfers, finalize the VM's open backups, thaw if frozen."""
-        engine.cleanup_vm(vm_id, disk_ids)
-        if recorded.get(FROZEN):
-            with suppress(DroverError):
-                engine.thaw(vm_id)
+        """Cancel the job's transfers, finalize the VM's open backups, thaw if frozen (even
+        when the rest failed: a guest must never stay frozen)."""
+        try:
+            engine.cleanup_vm(vm_id, disk_ids)
+        finally:
+            if recorded.get(FROZEN):
+                thaw_quietly(engine, vm_id)
 
     def anchor_exists(self, engine: EngineClient, vm_id: str, anchor: str) -> bool:
         return anchor in engine.checkpoints(vm_id)
@@ -130,13 +135,16 @@ def _recorded_backup(run: JobRun) -> BackupInfo | None:
     return backup
 
 
-def _start_backup(run: JobRun) -> BackupInfo:
+def _start_backup(run: JobRun) -> tuple[BackupInfo, str]:
+    """The new engine backup, and why it is full when an incremental was asked for."""
     context = run.context
+    checkpoint = context.from_anchor if context.kind == "incremental" else None
+    if checkpoint is None:
+        return _add_backup(run, None), ""
     try:
-        return _add_backup(run, context.from_anchor if context.kind == "incremental" else None)
+        return _add_backup(run, checkpoint), ""
     except CheckpointInvalid as error:
-        run.journal.warn(f"checkpoint chain broken ({error.message}): taking a full backup")
-        return _add_backup(run, None)
+        return _add_backup(run, None), f"checkpoint chain broken ({error.message})"
 
 
 def _add_backup(run: JobRun, from_checkpoint: str | None) -> BackupInfo:

@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from shared.engine.client import EngineClient
 from shared.engine.errors import NoGuestAgent
+from shared.errors import DroverError
 from shared.logging import get_logger
 from shared.modes.base import JobRun
 
@@ -55,3 +57,17 @@ def _thaw_quietly(run: JobRun) -> None:
         _thaw(run)
     except Exception as error:
         log.warning("could not thaw after a failure", error=str(error))
+
+
+def thaw_left_frozen(run: JobRun) -> None:
+    """Thaw a guest that an earlier attempt of the step froze and did not thaw."""
+    if run.journal.recorded(FROZEN):
+        _thaw(run)
+
+
+def thaw_quietly(engine: EngineClient, vm_id: str) -> None:
+    """Cleanup's thaw: a VM that is not frozen (any more) refuses it, which is fine."""
+    try:
+        engine.thaw(vm_id)
+    except DroverError as error:
+        log.warning("thawing during cleanup failed", vm_id=vm_id, error=str(error))

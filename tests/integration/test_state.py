@@ -52,3 +52,29 @@ def test_job_status_warnings_and_context(store: StateStore) -> None:
     assert loaded.warnings == ["snapshot taken without quiescing: no guest agent"]
     assert store.context(job.id) == {"kind": "full"}
     assert loaded.started_at <= loaded.finished_at
+
+
+def test_the_first_failure_keeps_its_reason(store: StateStore) -> None:
+    job = JobState(id=new_job_id(), vm_id="vm")
+    store.create_job(job)
+    assert store.fail_once(job.id, "start: backup refused")
+    assert not store.fail_once(job.id, "transfer: cancelled")
+    failed = store.job(job.id)
+    assert failed is not None and failed.status == JobStatus.FAILED
+    assert failed.error == "start: backup refused" and failed.finished_at > 0
+
+
+def test_engine_objects_recorded_in_parallel_are_all_kept(store: StateStore) -> None:
+    """One field each: parallel transfers never overwrite each other's records (a JSON field
+    read, changed and written back lost some)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    job = JobState(id=new_job_id(), vm_id="vm")
+    store.create_job(job)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda n: store.record_engine_object(job.id, f"transfer:{n}", str(n)),
+                      range(64)))  # fmt: skip
+    recorded = store.engine_objects(job.id)
+    assert recorded == {f"transfer:{n}": str(n) for n in range(64)}
+    found = store.job(job.id)
+    assert found is not None and found.engine_objects == recorded

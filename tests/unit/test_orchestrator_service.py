@@ -187,3 +187,33 @@ def test_missing_local_repository_lists_nothing(tmp_path: Path) -> None:
     world = make_world(tmp_repository=f"{tmp_path}/none")
     assert world.service.backups() == []
     assert world.repository.opened == []
+
+
+def test_auto_chooses_per_vm_and_records_why(world: World) -> None:
+    world.service.put_policy(policy_body(mode="auto"))
+    world.service.live_queues = lambda: {"drover.default", "transfer.image", "proxy.cluster2"}
+    run = world.service.run_policy("nightly")
+    jobs = {j["vm"]: world.state.job(j["job_id"]) for j in run["jobs"]}
+    web, db = jobs["web1"], jobs["db01"]
+    assert web is not None and db is not None
+    assert web.mode == db.mode == "image_transfer"
+    assert web.mode_reason.startswith("auto chose image_transfer: engine 4.5 has the backup API")
+    assert "storage: nfs" in web.mode_reason
+    assert "no proxy worker serves the cluster" in web.mode_reason
+    assert "a proxy worker serves the cluster, but disk_attachment is not available" in (
+        db.mode_reason
+    )
+    assert {r.mode for r, _, _ in world.submit.backups} == {"image_transfer"}
+
+
+def test_auto_refuses_an_engine_without_the_backup_api(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.engine.models import EngineVersion
+
+    world.service.put_policy(policy_body(mode="auto"))
+    monkeypatch.setattr(world.engine, "version", lambda: EngineVersion(4, 3))
+    run = world.service.run_policy("nightly")
+    assert run["jobs"] == [] and world.submit.backups == []
+    assert all("engine 4.3 has no backup API" in r["reason"] for r in run["refused"])
+    assert world.state.locks == {}  # nothing claimed for a job that cannot run

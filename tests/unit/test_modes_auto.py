@@ -1,0 +1,163 @@
+"""Choosing a transfer mode: an explicit mode is kept (when Drover has it), `auto` chooses
+from the VM's facts and writes down why; `mode_for` refuses what this version cannot do."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.engine.models import EngineVersion
+from shared.errors import ConfigError
+from shared.modes import AVAILABLE_MODES, MODES, PLANNED_MODES, mode_for
+from shared.modes.auto import BACKUP_API, ModeChoice, VmFacts, choose_mode
+from shared.modes.image_transfer import ImageTransferMode
+
+ENGINE_45 = EngineVersion(4, 5)
+
+
+def facts(
+    version: EngineVersion = ENGINE_45,
+    formats: tuple[str, ...] = ("cow",),
+    storage: tuple[str, ...] = ("nfs",),
+    proxy_worker: bool = False,
+) -> VmFacts:
+    return VmFacts(
+        engine_version=version,
+        disk_formats=formats,
+        storage_types=storage,
+        proxy_worker=proxy_worker,
+    )
+
+
+# explicit modes ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", AVAILABLE_MODES)
+def test_an_explicit_available_mode_is_kept(mode: str) -> None:
+    choice = choose_mode(mode, facts())
+
+    assert choice == ModeChoice(mode, f"mode {mode} set by the policy")
+
+
+def test_an_explicit_mode_does_not_depend_on_the_facts() -> None:
+    """The orchestrator reads no facts for an explicit mode (it passes a 0.0 engine)."""
+    choice = choose_mode("image_transfer", facts(EngineVersion(0, 0), (), (), False))
+
+    assert choice.mode == "image_transfer"
+    assert choice.reason == "mode image_transfer set by the policy"
+
+
+@pytest.mark.parametrize("mode", ["ssh", "disk_attachment"])
+def test_an_explicit_planned_mode_is_not_available(mode: str) -> None:
+    with pytest.raises(ConfigError, match=f"mode {mode} is not available") as raised:
+        choose_mode(mode, facts())
+
+    assert "image_transfer" in raised.value.hint
+
+
+@pytest.mark.parametrize("mode", ["snapshot", "IMAGE_TRANSFER", "", "image-transfer"])
+def test_an_unknown_mode_is_refused(mode: str) -> None:
+    with pytest.raises(ConfigError, match="unknown mode") as raised:
+        choose_mode(mode, facts())
+
+    assert repr(mode) in raised.value.message
+    assert "image_transfer" in raised.value.hint
+
+
+# auto ------------------------------------------------------------------------------------
+
+
+def test_auto_on_a_45_engine_chooses_image_transfer_and_says_why() -> None:
+    choice = choose_mode(
+        "auto",
+        facts(
+            EngineVersion(4, 5),
+            formats=("raw", "cow", "raw"),
+            storage=("nfs", "iscsi", "nfs"),
+            proxy_worker=False,
+        ),
+    )
+
+    assert choice.mode == "image_transfer"
+    assert choice.reason == (
+        "auto chose image_transfer: engine 4.5 has the backup API; "
+        "2 raw disk(s) have no incremental tracking and are read in full; "
+        "storage: iscsi, nfs; "
+        "no proxy worker serves the cluster"
+    )
+
+
+def test_auto_says_a_proxy_worker_cannot_be_used_yet() -> None:
+    choice = choose_mode("auto", facts(proxy_worker=True))
+
+    assert choice.mode == "image_transfer"
+    assert "engine 4.5 has the backup API" in choice.reason
+    assert "a proxy worker serves the cluster, but disk_attachment is not available" in (
+        choice.reason
+    )
+    assert "no proxy worker" not in choice.reason
+
+
+def test_auto_leaves_out_raw_disks_and_storage_when_there_are_none() -> None:
+    choice = choose_mode("auto", facts(formats=("cow", "cow"), storage=()))
+
+    assert "raw" not in choice.reason
+    assert "storage:" not in choice.reason
+    assert choice.reason == (
+        "auto chose image_transfer: engine 4.5 has the backup API; "
+        "no proxy worker serves the cluster"
+    )
+
+
+def test_auto_accepts_the_first_engine_with_the_backup_api() -> None:
+    choice = choose_mode("auto", facts(BACKUP_API))
+
+    assert EngineVersion(4, 4) == BACKUP_API
+    assert choice.mode == "image_transfer"
+    assert "engine 4.4" in choice.reason
+
+
+@pytest.mark.parametrize("version", [EngineVersion(4, 3), EngineVersion(4, 2), EngineVersion(3, 6)])
+def test_auto_on_an_engine_without_the_backup_api_is_refused(version: EngineVersion) -> None:
+    with pytest.raises(ConfigError, match=f"engine {version} has no backup API") as raised:
+        choose_mode("auto", facts(version))
+
+    assert "auto: no mode fits" in raised.value.message
+    assert "4.4" in raised.value.hint
+
+
+def test_auto_refusal_is_not_retryable() -> None:
+    with pytest.raises(ConfigError) as raised:
+        choose_mode("auto", facts(EngineVersion(4, 3)))
+
+    assert raised.value.retryable is False
+
+
+# mode_for --------------------------------------------------------------------------------
+
+
+def test_mode_for_returns_the_modes_implementation() -> None:
+    mode = mode_for("image_transfer")
+
+    assert isinstance(mode, ImageTransferMode)
+    assert mode is MODES["image_transfer"]
+    assert mode.name == "image_transfer"
+    assert mode.incremental is True
+
+
+@pytest.mark.parametrize("mode", PLANNED_MODES)
+def test_mode_for_refuses_a_planned_mode(mode: str) -> None:
+    with pytest.raises(ConfigError, match="not available in this version") as raised:
+        mode_for(mode)
+
+    assert raised.value.hint == f"use one of: {', '.join(AVAILABLE_MODES)}"
+
+
+def test_mode_for_does_not_resolve_auto() -> None:
+    """`auto` is resolved by choose_mode when the job is queued; requests carry the result."""
+    with pytest.raises(ConfigError, match="unknown mode 'auto'"):
+        mode_for("auto")
+
+
+def test_planned_and_available_modes_do_not_overlap() -> None:
+    assert set(PLANNED_MODES).isdisjoint(AVAILABLE_MODES)
+    assert tuple(MODES) == AVAILABLE_MODES
