@@ -91,6 +91,8 @@ def queue_lab_backup(
     vm_id: str,
     disk_ids: list[str],
     repository: str,
+    *,
+    policy: str = "bench",
     **options: Any,
 ) -> str:
     """Queue a backup of `disk_ids` of a lab VM the way the API does (the other disks are
@@ -99,7 +101,7 @@ def queue_lab_backup(
     excluded = tuple(d.id for d in vm.disks if d.id not in disk_ids)
     request = BackupRequest(
         job_id=new_job_id(),
-        policy=options.pop("policy", "bench"),
+        policy=policy,
         manager=MANAGER,
         vm_id=vm.id,
         vm_name=vm.name,

@@ -314,6 +314,10 @@ def backups_command(repository: str, as_json: bool) -> None:
 @click.option("--storage-domain", default="", help="Storage domain for all disks.")
 @click.option("--manager", default="", help="Engine to restore through (default: the only one).")
 @click.option("--repository", default="", help="Repository location (default: settings).")
+@click.option("--instant", is_flag=True, help="Boot from the backup (not available yet).")
+@click.option(
+    "--live-migrate", default="", metavar="SD", help="With --instant (not available yet)."
+)
 @click.option("--wait", is_flag=True, help="Follow the restore until it has finished.")
 @click.option("--timeout", type=float, default=0, help="Give up waiting after N seconds.")
 @json_option
@@ -324,11 +328,18 @@ def restore_command(
     storage_domain: str,
     manager: str,
     repository: str,
+    instant: bool,
+    live_migrate: str,
     wait: bool,
     timeout: float,
     as_json: bool,
 ) -> None:
     """Recreate a VM from a backup."""
+    if instant or live_migrate:
+        raise ConfigError(
+            "instant restore (and its live migration) is not available in this version of Drover",
+            hint="restore without --instant: the VM is recreated and its disks written in full",
+        )
     body = {"backup_id": backup_id, "name": name, "cluster": cluster}
     body |= {"storage_domain": storage_domain, "manager": manager, "repository": repository}
     client = make_client()

@@ -14,6 +14,7 @@ from typing import Any
 
 from shared.backup.chain import KindChoice, choose_kind
 from shared.backup.context import DiskRef, JobContext
+from shared.backup.enqueue import selected_disks
 from shared.backup.manifests import build_manifest
 from shared.backup.progress import ChunkProgress
 from shared.backup.step import JobStep
@@ -28,9 +29,12 @@ log = get_logger(__name__)
 
 
 def prepare(step: JobStep) -> None:
-    """Check the job still holds its VM, read the VM and its OVF, choose full or incremental."""
+    """Check the job still holds its VM, read the VM and its OVF, choose full or incremental.
+    The context is saved last: a re-delivered prepare that finds it has nothing to do."""
     request, store = step.request, step.store
     step.journal.check_fence()
+    if store.context(request.job_id) is not None:
+        return
     store.set_status(request.job_id, JobStatus.RUNNING)
     repo, mode = step.repository(), mode_for(request.mode)
     with step.engine() as engine:
@@ -44,8 +48,8 @@ def prepare(step: JobStep) -> None:
     for warning in [*choice.warnings, *_full_disk_warnings(context)]:
         step.journal.warn(warning)
     store.save_ovf(request.job_id, ovf)
-    store.save_context(request.job_id, context.to_dict())
     store.update_job(request.job_id, kind=context.kind, backup_id=request.job_id)
+    store.save_context(request.job_id, context.to_dict())
 
 
 def _disks(step: JobStep, vm: VmInfo) -> tuple[DiskRef, ...]:
@@ -55,9 +59,8 @@ def _disks(step: JobStep, vm: VmInfo) -> tuple[DiskRef, ...]:
     for disk_id in wanted:
         if disk_id not in current:
             step.journal.warn(f"disk {disk_id} was removed from the VM after the job was queued")
-    excluded = set(step.request.excluded_disks)
-    for disk in vm.disks:
-        if disk.id not in wanted and not {disk.id, disk.name} & excluded:
+    for disk in selected_disks(vm, step.request.excluded_disks):
+        if disk.id not in wanted:
             step.journal.warn(
                 f"disk {disk.name or disk.id} was added to the VM after the job was queued: "
                 "it is not in this backup (the next run takes it)"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, cast
+from typing import cast
 
 import pytest
 
@@ -32,6 +32,7 @@ from shared.modes import image_transfer, quiesce
 from shared.modes.base import JobRun, Started
 from shared.modes.image_transfer import BACKUP, ImageTransferMode, _finalized_or_cancelled
 from shared.modes.quiesce import FROZEN, NO_AGENT_WARNING
+from tests.unit.recording_log import RecordingLog
 
 VM = "vm-1"
 DISKS = ("disk-1", "disk-2")
@@ -43,22 +44,6 @@ class BodyError(RuntimeError):
 
 class CancelError(RuntimeError):
     """What the fake engine's cancel_transfer raises."""
-
-
-class RecordingLog:
-    """Stands in for a module's structlog logger; keeps (level, event, fields)."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str, dict[str, Any]]] = []
-
-    def __getattr__(self, level: str) -> Any:
-        def record(event: str, **fields: Any) -> None:
-            self.records.append((level, event, fields))
-
-        return record
-
-    def events(self, level: str) -> list[str]:
-        return [event for lvl, event, _ in self.records if lvl == level]
 
 
 class Events:

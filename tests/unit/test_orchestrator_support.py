@@ -186,3 +186,14 @@ def test_policy_apply_prints_the_refusal(cli_world: World, tmp_path: Path) -> No
     assert line.startswith("drover: error: policy 'nightly': mode disk_attachment is not")
     assert "; retention is not applied yet" in line and "Traceback" not in line
     assert cli_world.service.policies() == []
+
+
+@pytest.mark.parametrize("option", [["--instant"], ["--instant", "--live-migrate", "sd2"]])
+def test_instant_restore_is_refused_before_anything_is_queued(
+    cli_world: World, option: list[str]
+) -> None:
+    result = CliRunner().invoke(cli, ["restore", "b1", *option])
+    assert result.exit_code == 1
+    [line] = result.output.splitlines()
+    assert "instant restore (and its live migration) is not available" in line
+    assert cli_world.submit.restores == []

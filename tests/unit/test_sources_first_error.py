@@ -13,6 +13,7 @@ from shared.engine.models import TransferInfo
 from shared.sources import imageio, imageio_http
 from shared.sources.imageio import ImageioSink, ImageioSource
 from shared.sources.pool import ConnectionPool
+from tests.unit.recording_log import RecordingLog
 
 
 class CloseError(RuntimeError):
@@ -38,22 +39,6 @@ class FakeBackend:
         self.close_calls += 1
         if self.close_fails:
             raise CloseError(f"close failed ({id(self)})")
-
-
-class RecordingLog:
-    """Stands in for the structlog logger; keeps (level, event, fields)."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str, dict[str, Any]]] = []
-
-    def _record(self, level: str) -> Any:
-        def record(event: str, **fields: Any) -> None:
-            self.records.append((level, event, fields))
-
-        return record
-
-    def __getattr__(self, level: str) -> Any:
-        return self._record(level)
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from shared.jobs import BackupRequest
 from shared.modes.quiesce import FROZEN
 from shared.repository.repository import Repository
 from shared.state import JobState, JobStatus, StateStore
+from tests.unit.recording_log import RecordingLog
 from workers import failures
 from workers.failures import MAX_RETRIES, RETRY_DELAY_S, fail_job, job_step
 
@@ -38,22 +39,6 @@ OTHER_JOB = "job-0"
 
 class BodyError(RuntimeError):
     """An unexpected error raised by a step's body."""
-
-
-class RecordingLog:
-    """Stands in for the module's structlog logger; keeps (level, event, fields)."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str, dict[str, Any]]] = []
-
-    def __getattr__(self, level: str) -> Any:
-        def record(event: str, **fields: Any) -> None:
-            self.records.append((level, event, fields))
-
-        return record
-
-    def events(self, level: str) -> list[str]:
-        return [event for lvl, event, _ in self.records if lvl == level]
 
 
 class FakeStore:
