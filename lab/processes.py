@@ -76,14 +76,18 @@ def _answers_http(url: str) -> bool:
 
 @contextmanager
 def worker_process(
-    redis_url: str, log_file: Path, queues: str = "drover.default", concurrency: int = 1
+    redis_url: str,
+    log_file: Path,
+    queues: str = "drover.default",
+    concurrency: int = 1,
+    env: dict[str, str] | None = None,
 ) -> Iterator[procs.ManagedProcess]:
-    """`drover worker` as a child process, returned once it answers a broadcast ping
-    (no result backend involved)."""
+    """`drover worker` as a child process (its own process group), returned once it answers
+    a broadcast ping (no result backend involved)."""
     from shared.settings import load_settings
     from workers.app import create_app
 
-    env = {"DROVER_REDIS_URL": redis_url, "DROVER_LOG__FORMAT": "json"}
+    env = {"DROVER_REDIS_URL": redis_url, "DROVER_LOG__FORMAT": "json", **(env or {})}
     args = ["worker", "--queues", queues, "--concurrency", str(concurrency)]
     app = create_app(load_settings(redis_url=redis_url))
     ready = lambda: _serves(app, queues.split(",")[0])  # noqa: E731

@@ -14,22 +14,52 @@ from shared.errors import ServiceError
 START_TIMEOUT_S = 10.0
 
 
+class RedisServer:
+    """redis-server in `directory` on a free loopback port; `restart()` keeps port and AOF."""
+
+    def __init__(self, directory: Path) -> None:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise ServiceError("redis-server is not installed", hint="run `make setup`")
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.port = procs.free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._argv = [executable, "--bind", "127.0.0.1", "--port", str(self.port),
+                      "--dir", str(directory), "--appendonly", "yes", "--save", "",
+                      "--protected-mode", "yes"]  # fmt: skip
+        self._process: procs.ManagedProcess | None = None
+
+    def start(self) -> None:
+        self._process = procs.start("redis-server", self._argv, self.directory / "redis.log")
+        self._process.wait_ready(lambda: _pongs(self.port), START_TIMEOUT_S)
+
+    def stop(self) -> None:
+        """SIGTERM: Redis writes its AOF and exits, as on a service restart."""
+        if self._process is not None:
+            procs.stop(self._process)
+            self._process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
 @contextmanager
 def redis_server(directory: Path) -> Iterator[str]:
     """Run redis-server in `directory` on a free loopback port; yields its URL."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        raise ServiceError("redis-server is not installed", hint="run `make setup`")
-    directory.mkdir(parents=True, exist_ok=True)
-    port = procs.free_port()
-    argv = [executable, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory),
-            "--appendonly", "yes", "--save", "", "--protected-mode", "yes"]  # fmt: skip
-    process = procs.start("redis-server", argv, directory / "redis.log")
+    with running_redis(directory) as server:
+        yield server.url
+
+
+@contextmanager
+def running_redis(directory: Path) -> Iterator[RedisServer]:
+    server = RedisServer(directory)
+    server.start()
     try:
-        process.wait_ready(lambda: _pongs(port), START_TIMEOUT_S)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server
     finally:
-        procs.stop(process)
+        server.stop()
 
 
 def _pongs(port: int) -> bool:

@@ -37,7 +37,10 @@ class LogSettings(BaseModel):
 class WorkerSettings(BaseModel):
     concurrency: int = 2
     task_time_limit_s: int = 6 * 3600
-    visibility_timeout_s: int = 12 * 3600  # longer than any task, or Redis redelivers it
+    # A Redis broker re-delivers a message its worker has not acknowledged after this long;
+    # live workers keep refreshing theirs (workers.liveness), so it bounds how long the
+    # message of a worker that died waits for another worker.
+    visibility_timeout_s: int = 120
 
 
 class Settings(BaseSettings):

@@ -12,6 +12,7 @@
     drover:jobs                      zset   job ids by creation time
     drover:lock:vm:<vm>              string "<fencing token>:<job id>" holding the VM (TTL)
     drover:fence:vm:<vm>             string counter handing out fencing tokens
+    drover:worker:<hostname>         string a live worker's presence (TTL, renewed while it runs)
 
 Chunk progress is what makes a re-delivered transfer task resume: a chunk whose index is
 already in `chunks:<disk>` is stored in the repository and is skipped. A job's fencing token
@@ -31,12 +32,16 @@ from enum import StrEnum
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 from shared.errors import DroverError
 
 PREFIX = "drover"
 VM_LOCK_TTL_S = 3600  # renewed by the job while it works
 JOB_TTL_S = 30 * 24 * 3600
+REDIS_RETRIES = 30  # with backoff capped at 4 s: about REDIS_RETRY_S
+REDIS_RETRY_S = 120
 
 
 class JobStatus(StrEnum):
@@ -143,7 +148,16 @@ class StateStore:
 
     @classmethod
     def from_url(cls, url: str) -> StateStore:
-        return cls(redis.Redis.from_url(url, decode_responses=True))
+        """A store whose calls ride out a Redis restart or a dropped connection (retried with
+        backoff for about REDIS_RETRY_S) instead of failing the step that made them."""
+        return cls(
+            redis.Redis.from_url(
+                url,
+                decode_responses=True,
+                retry=Retry(ExponentialWithJitterBackoff(base=0.1, cap=4.0), REDIS_RETRIES),
+                retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+            )
+        )
 
     # jobs -----------------------------------------------------------------
     def create_job(self, job: JobState) -> None:
@@ -340,6 +354,17 @@ class StateStore:
             yield token
         finally:
             self.unlock_vm(vm_id, job_id)
+
+    # workers ------------------------------------------------------------------
+    def announce_worker(self, hostname: str, ttl_s: int) -> None:
+        self.redis.set(key("worker", hostname), repr(time.time()), ex=ttl_s)
+
+    def forget_worker(self, hostname: str) -> None:
+        self.redis.delete(key("worker", hostname))
+
+    def live_workers(self) -> list[str]:
+        prefix = key("worker", "")
+        return sorted(k[len(prefix) :] for k in self.redis.scan_iter(match=prefix + "*"))
 
     # documents: managers and policies -----------------------------------------
     def put_document(self, kind: str, name: str, document: dict[str, Any]) -> None:

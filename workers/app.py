@@ -10,6 +10,7 @@ from __future__ import annotations
 from celery import Celery
 
 from shared.settings import Settings, get_settings
+from workers import redis_transport
 from workers.priority import REDIS_PRIORITY_STEPS
 
 TASK_MODULES = ["workers.tasks.health", "workers.tasks.backup", "workers.tasks.restore"]
@@ -22,6 +23,9 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "result_backend": settings.redis_url,
         "broker_transport_options": _transport_options(settings),
         "result_backend_transport_options": {"visibility_timeout": visibility_s},
+        # a Redis restart delays results (and the chord's count) instead of losing them
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 30,
         "broker_connection_retry_on_startup": True,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
@@ -46,10 +50,13 @@ def _transport_options(settings: Settings) -> dict[str, object]:
     if settings.effective_broker_url.startswith(("redis", "rediss")):
         # one list per priority, served in order (see canvas.broker_priority)
         options |= {"priority_steps": REDIS_PRIORITY_STEPS, "queue_order_strategy": "priority"}
+        # look for the messages of dead workers every 10 s (see workers.liveness)
+        options |= {"unacked_restore_interval": 10, "unacked_restore_throttle": 1}
     return options
 
 
 def create_app(settings: Settings | None = None) -> Celery:
+    redis_transport.install()
     app = Celery("drover", include=TASK_MODULES)
     app.config_from_object(celery_config(settings or get_settings()))
     return app
