@@ -1,8 +1,8 @@
-"""What one backup job writes down while it works, and the fence that stops a stale step.
+"""What one job writes down while it works, and the fence that stops a stale step.
 
 The journal is the job's record in Redis (`shared.state`): engine objects, recorded before
-they are created; warnings; and the fencing token of its VM lock, checked before every
-engine mutation (`EngineClient`'s guard) and before the job's backup is committed.
+they are created; warnings; and, for a backup, the fencing token of its VM lock, checked
+before every engine mutation (`EngineClient`'s guard) and before the backup is committed.
 """
 
 from __future__ import annotations

@@ -2,16 +2,20 @@
 create it, write the backup's full image through the mode's disk sink, read it back through
 the mode and compare checksums, and attach it.
 
-Anything created for a restore that fails is removed again; the first error is the one
-reported.
+Every engine object a restore creates is recorded in the job's journal (the VM before it is
+created, each disk once the engine names it): a restore that fails, or is re-delivered after
+its worker died, first removes what was recorded, so it never leaves an empty VM, a floating
+disk or an open upload behind, and never trips over its own half-made VM. The first error is
+the one reported.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from shared.backup.copy import copy_chunks
 from shared.backup.disk_chunks import DiskChunkWriter
@@ -26,12 +30,27 @@ from shared.repository.manifest import DiskManifest, Manifest
 from shared.repository.repository import Repository
 from shared.restore.verify import image_sha256
 
+T = TypeVar("T")
 BLOCK_STORAGE = {"iscsi", "fcp"}
 log = get_logger(__name__)
 
 
+VM = "vm"
+CREATING = "creating:"  # the VM's journal entry before the engine has named it
+
+
 class RestoreVerificationFailed(DroverError):
     pass
+
+
+class NameInUse(DroverError):
+    pass
+
+
+class Journal(Protocol):
+    def record(self, name: str, value: str) -> None: ...
+
+    def objects(self) -> dict[str, str]: ...
 
 
 @dataclass
@@ -61,32 +80,44 @@ class _Target:
     mode: TransferMode
     manifest: Manifest
     request: RestoreRequest
+    journal: Journal
 
 
-def restore_vm(engine: EngineClient, repo: Repository, request: RestoreRequest) -> RestoreResult:
+def restore_vm(
+    engine: EngineClient, repo: Repository, request: RestoreRequest, journal: Journal
+) -> RestoreResult:
+    undo_recorded(engine, journal)  # what an attempt that died left behind
     manifest = repo.manifest(request.backup_id)
-    target = _Target(engine, repo, mode_for(request.mode), manifest, request)
+    target = _Target(engine, repo, mode_for(request.mode), manifest, request, journal)
     name = request.name or f"{manifest.vm_name}-restored"
     cluster = request.cluster or manifest.stats.get("placement", {}).get("cluster", "")
-    with _undo_on_failure(engine) as created:
+    _refuse_taken_name(engine, name)
+    with _undone_on_failure(engine, journal):
+        journal.record(VM, CREATING + name)
         vm_id = engine.add_vm_from_ovf(manifest.ovf, name, cluster)
-        created.append(("vm", vm_id))
+        journal.record(VM, vm_id)
         disks = [
-            _restore_disk(target, disk, vm_id, created)
+            _restore_disk(target, disk, vm_id)
             for disk in manifest.disks
             if not request.disks or disk.disk_id in request.disks
         ]
     return RestoreResult(manifest.backup_id, vm_id, name, disks)
 
 
-def _restore_disk(
-    target: _Target, disk: DiskManifest, vm_id: str, created: list[tuple[str, str]]
-) -> RestoredDisk:
+def _refuse_taken_name(engine: EngineClient, name: str) -> None:
+    if engine.find_vms(names=[name]):
+        raise NameInUse(
+            f"a VM named {name} already exists",
+            hint="choose another name with --name, or remove that VM first",
+        )
+
+
+def _restore_disk(target: _Target, disk: DiskManifest, vm_id: str) -> RestoredDisk:
     engine, where = target.engine, _placement(target.manifest, disk.disk_id)
     domain = target.request.storage_domain or where.get("storage_domain_id", "")
     sparse = disk.format == "cow" or not _is_block(engine, domain)
     new = engine.add_disk(disk.name or disk.disk_id, disk.size, disk.format, domain, sparse)
-    created.append(("disk", new.id))
+    target.journal.record(f"disk:{disk.disk_id}", new.id)
     _write(target, disk, new.id, zero_fill=not sparse)
     expected = target.repo.image_sha256(target.manifest.backup_id, disk.disk_id)
     with target.mode.open_readback(engine, new.id) as source:
@@ -136,26 +167,41 @@ def _is_block(engine: EngineClient, domain: str) -> bool:
 
 
 @contextmanager
-def _undo_on_failure(engine: EngineClient) -> Iterator[list[tuple[str, str]]]:
-    created: list[tuple[str, str]] = []
+def _undone_on_failure(engine: EngineClient, journal: Journal) -> Iterator[None]:
     try:
-        yield created
+        yield
     except BaseException:
-        for kind, object_id in reversed(created):
-            _remove_quietly(engine, kind, object_id)
+        undo_recorded(engine, journal)
         raise
 
 
-def _remove_quietly(engine: EngineClient, kind: str, object_id: str) -> None:
+def undo_recorded(engine: EngineClient, journal: Journal) -> None:
+    """Remove what the journal says a restore created: uploads cancelled, disks removed,
+    the VM removed (found by name when the engine had not yet named it). Quiet: the
+    caller's error, if any, is what matters."""
+    recorded = journal.objects()
+    disks = [v for k, v in recorded.items() if k.startswith("disk:") and v]
+    for transfer in _quietly(lambda: engine.open_transfers(disk_ids=disks), "listing") or []:
+        _quietly(partial(engine.cancel_transfer, transfer.id), f"cancelling {transfer.id}")
+    for disk_id in disks:
+        _quietly(partial(engine.remove_disk, disk_id), f"removing disk {disk_id}")
+    vm_id = _recorded_vm(engine, recorded.get(VM, ""))
+    if vm_id:
+        _quietly(lambda: engine.remove_vm(vm_id), f"removing VM {vm_id}")
+    for name in recorded:
+        journal.record(name, "")
+
+
+def _recorded_vm(engine: EngineClient, value: str) -> str:
+    if not value.startswith(CREATING):
+        return value
+    found = _quietly(lambda: engine.find_vms(names=[value[len(CREATING) :]]), "finding the VM")
+    return found[0].id if found else ""
+
+
+def _quietly(call: Callable[[], T], doing: str) -> T | None:
     try:
-        if kind == "vm":
-            engine.remove_vm(object_id)
-        else:
-            engine.remove_disk(object_id)
+        return call()
     except Exception as error:
-        log.warning(
-            "could not remove what a failed restore created",
-            kind=kind,
-            id=object_id,
-            error=str(error),
-        )
+        log.warning("undoing a restore: failed", doing=doing, error=str(error))
+        return None

@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import Task, shared_task
 
+from shared.backup.journal import JobJournal
 from shared.jobs import RestoreRequest
 from shared.logging import bind_ids, get_logger
 from shared.restore.restore import restore_vm
@@ -23,9 +24,10 @@ def run_restore(self: Task, request_data: dict[str, Any]) -> dict[str, Any]:
     bind_ids(job_id=request.job_id, backup_id=request.backup_id)
     store = state_store()
     store.set_status(request.job_id, JobStatus.RUNNING)
+    journal = JobJournal(store, request.job_id, vm_id="", fence=0)
     try:
         with connect_engine(request.manager) as engine:
-            result = restore_vm(engine, repository(request.repository), request)
+            result = restore_vm(engine, repository(request.repository), request, journal)
     except Exception as error:
         store.set_status(request.job_id, JobStatus.FAILED, f"restore: {describe(error)}")
         raise
