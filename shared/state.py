@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
 import redis
@@ -57,6 +57,12 @@ class JobStatus(StrEnum):
 
 
 FINISHED = {JobStatus.SUCCEEDED, JobStatus.SUCCEEDED_WITH_WARNINGS, JobStatus.FAILED}
+
+
+class FailOutcome(IntEnum):
+    FAILED_NOW = 0
+    ALREADY_FAILED = 1  # a sibling step failed first
+    ALREADY_SUCCEEDED = 2  # a late message of a job that ended well
 
 
 class VmLocked(DroverError):
@@ -182,11 +188,13 @@ class StateStore:
             fields["finished_at"] = time.time()
         self.update_job(job_id, **fields)
 
-    def fail_once(self, job_id: str, reason: str) -> bool:
-        """Mark the job failed with `reason` unless it already failed (atomically: of two
-        steps failing at once, the first keeps its reason); True when this call did."""
+    def fail_once(self, job_id: str, reason: str) -> FailOutcome:
+        """Mark the job failed with `reason` unless it has already ended (atomically: of two
+        steps failing at once, the first keeps its reason; a late message of a job that
+        succeeded leaves it succeeded)."""
         now = repr(time.time())
-        return bool(self.redis.eval(_FAIL_ONCE_SCRIPT, 1, key("job", job_id), reason, now))
+        outcome = self.redis.eval(_FAIL_ONCE_SCRIPT, 1, key("job", job_id), reason, now)
+        return FailOutcome(int(outcome))
 
     def record_engine_object(self, job_id: str, name: str, value: str) -> None:
         """Record an engine object of the job before it is created (and again with its id
@@ -398,11 +406,15 @@ return 0
 
 
 _FAIL_ONCE_SCRIPT = """
-if redis.call('hget', KEYS[1], 'status') == 'failed' then
-  return 0
+local status = redis.call('hget', KEYS[1], 'status')
+if status == 'failed' then
+  return 1
+end
+if status == 'succeeded' or status == 'succeeded_with_warnings' then
+  return 2
 end
 redis.call('hset', KEYS[1], 'status', 'failed', 'error', ARGV[1], 'finished_at', ARGV[2])
-return 1
+return 0
 """
 
 

@@ -19,7 +19,7 @@ from shared.backup.step import JobStateLost, JobStep
 from shared.errors import DroverError
 from shared.logging import bind_ids, get_logger
 from shared.modes import mode_for
-from shared.state import JobStatus
+from shared.state import FailOutcome, JobStatus
 from workers.resources import connect_engine, repository, state_store
 
 MAX_RETRIES = 3
@@ -98,7 +98,11 @@ def _clean_engine(step: JobStep) -> None:
 
 
 def _record_failure(step: JobStep, reason: str) -> None:
-    """The job's first failure is its reason; a later one (a sibling step) is a warning."""
+    """The job's first failure is its reason; a later one (a sibling step) is a warning; a
+    late message of a job that succeeded changes nothing."""
     store, job_id = step.store, step.request.job_id
-    if not store.fail_once(job_id, reason):
+    outcome = store.fail_once(job_id, reason)
+    if outcome == FailOutcome.ALREADY_FAILED:
         store.add_warning(job_id, f"also failed: {reason}")
+    elif outcome == FailOutcome.ALREADY_SUCCEEDED:
+        log.warning("a late step of a job that succeeded failed", reason=reason)

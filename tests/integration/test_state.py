@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from shared.state import DiskProgress, JobState, JobStatus, StateStore, VmLocked, new_job_id
+from shared.state import (
+    DiskProgress,
+    FailOutcome,
+    JobState,
+    JobStatus,
+    StateStore,
+    VmLocked,
+    new_job_id,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -57,11 +65,20 @@ def test_job_status_warnings_and_context(store: StateStore) -> None:
 def test_the_first_failure_keeps_its_reason(store: StateStore) -> None:
     job = JobState(id=new_job_id(), vm_id="vm")
     store.create_job(job)
-    assert store.fail_once(job.id, "start: backup refused")
-    assert not store.fail_once(job.id, "transfer: cancelled")
+    assert store.fail_once(job.id, "start: backup refused") == FailOutcome.FAILED_NOW
+    assert store.fail_once(job.id, "transfer: cancelled") == FailOutcome.ALREADY_FAILED
     failed = store.job(job.id)
     assert failed is not None and failed.status == JobStatus.FAILED
     assert failed.error == "start: backup refused" and failed.finished_at > 0
+
+
+def test_a_late_failure_leaves_a_job_that_succeeded_as_it_was(store: StateStore) -> None:
+    job = JobState(id=new_job_id(), vm_id="vm")
+    store.create_job(job)
+    store.set_status(job.id, JobStatus.SUCCEEDED)
+    assert store.fail_once(job.id, "finalize: no longer holds VM") == FailOutcome.ALREADY_SUCCEEDED
+    done = store.job(job.id)
+    assert done is not None and done.status == JobStatus.SUCCEEDED and done.error == ""
 
 
 def test_engine_objects_recorded_in_parallel_are_all_kept(store: StateStore) -> None:

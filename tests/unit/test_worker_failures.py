@@ -27,7 +27,7 @@ from shared.errors import ConfigError, ServiceError
 from shared.jobs import BackupRequest
 from shared.modes.quiesce import FROZEN
 from shared.repository.repository import Repository
-from shared.state import JobState, JobStatus, StateStore
+from shared.state import FailOutcome, JobState, JobStatus, StateStore
 from tests.unit.recording_log import RecordingLog
 from workers import failures
 from workers.failures import MAX_RETRIES, RETRY_DELAY_S, fail_job, job_step
@@ -80,13 +80,15 @@ class FakeStore:
         job = self.jobs[job_id]
         job.status, job.error = status, error
 
-    def fail_once(self, job_id: str, reason: str) -> bool:
+    def fail_once(self, job_id: str, reason: str) -> FailOutcome:
         self._call("fail_once")
         job = self.jobs[job_id]
         if job.status == JobStatus.FAILED:
-            return False
+            return FailOutcome.ALREADY_FAILED
+        if job.status.finished:
+            return FailOutcome.ALREADY_SUCCEEDED
         job.status, job.error = JobStatus.FAILED, reason
-        return True
+        return FailOutcome.FAILED_NOW
 
     def add_warning(self, job_id: str, warning: str) -> None:
         self._call("add_warning")
