@@ -7,7 +7,9 @@
     drover:job:<id>:engine           hash   engine objects the job made or is about to make, one
                                             field each (recorded before creation; see cleanup)
     drover:job:<id>:warnings         list   warnings, in order
-    drover:job:<id>:disk:<disk>      hash   per-disk progress: planned/done chunks, bytes, times
+    drover:job:<id>:disk:<disk>      hash   per-disk progress: planned chunks, chunks read (a chunk
+                                            read again after a worker died counts twice), bytes,
+                                            times
     drover:job:<id>:chunks:<disk>    hash   chunk index -> digest of every chunk already stored
     drover:jobs                      zset   job ids by creation time
     drover:lock:vm:<vm>              string "<fencing token>:<job id>" holding the VM (TTL)
@@ -90,6 +92,7 @@ class DiskProgress:
     size: int = 0
     planned_chunks: int = 0
     done_chunks: int = 0
+    chunks_read: int = 0  # reads by every attempt; above done_chunks: re-read after a kill
     bytes_read: int = 0
     started_at: float = 0.0
     updated_at: float = 0.0
@@ -292,6 +295,9 @@ class StateStore:
             pipe.expire(chunks_key, JOB_TTL_S)
             pipe.execute()
 
+    def record_read(self, job_id: str, disk_id: str) -> None:
+        self.redis.hincrby(key("job", job_id, "disk", disk_id), "chunks_read", 1)
+
     def record_skipped(self, job_id: str, disk_id: str, index: int) -> None:
         """A planned chunk that turned out to be zero: done, nothing stored."""
         self.redis.hset(key("job", job_id, "chunks", disk_id), str(index), "")
@@ -312,6 +318,7 @@ class StateStore:
             size=int(data.get("size") or 0),
             planned_chunks=int(data.get("planned_chunks") or 0),
             done_chunks=int(self.redis.hlen(key("job", job_id, "chunks", disk_id))),
+            chunks_read=int(data.get("chunks_read") or 0),
             bytes_read=int(data.get("bytes_read") or 0),
             started_at=float(data.get("started_at") or 0),
             updated_at=float(data.get("updated_at") or 0),

@@ -50,8 +50,9 @@ def _transport_options(settings: Settings) -> dict[str, object]:
     if settings.effective_broker_url.startswith(("redis", "rediss")):
         # one list per priority, served in order (see canvas.broker_priority)
         options |= {"priority_steps": REDIS_PRIORITY_STEPS, "queue_order_strategy": "priority"}
-        # look for the messages of dead workers every 10 s (see workers.liveness)
-        options |= {"unacked_restore_interval": 10, "unacked_restore_throttle": 1}
+        # look for the messages of dead workers often (see workers.liveness)
+        every_s = max(1, min(10, settings.worker.visibility_timeout_s // 4))
+        options |= {"unacked_restore_interval": every_s, "unacked_restore_throttle": 1}
     return options
 
 

@@ -24,6 +24,11 @@ class ChunkProgress:
     def stored(self) -> set[int]:
         return set(self._store.stored_chunks(self._journal.job_id, self._disk.id))
 
+    def read(self, plan: ChunkPlan) -> None:
+        """A chunk came from the disk (counted before it is stored: a worker that dies in
+        between leaves a read that the next attempt repeats)."""
+        self._store.record_read(self._journal.job_id, self._disk.id)
+
     def done(self, plan: ChunkPlan, digest: str | None) -> None:
         job_id, disk_id = self._journal.job_id, self._disk.id
         if plan.index % LOCK_RENEW_EVERY == 0:

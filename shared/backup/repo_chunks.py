@@ -17,6 +17,7 @@ class RepositoryChunkWriter:
         self._progress = progress
 
     def write_chunk(self, plan: ChunkPlan, data: memoryview | None) -> None:
+        self._progress.read(plan)
         digest = None if data is None else self._repo.put_chunk(data)
         self._progress.done(plan, digest)
 
