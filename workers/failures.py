@@ -87,14 +87,15 @@ def fail_job(step: JobStep, reason: str) -> None:
 
 
 def _clean_engine(step: JobStep) -> None:
-    request = step.request
-    context = step.store.context(request.job_id)
-    disk_ids = [d["id"] for d in context["disks"]] if context else list(request.disk_ids)
+    request, journal = step.request, step.journal
     try:
         with step.engine() as engine:
-            mode_for(request.mode).cleanup(engine, request.vm_id, disk_ids, step.journal.objects())
-    except Exception as error:  # cleanup must not hide the first failure
-        step.journal.warn(f"cleanup incomplete: {describe(error)}")
+            mode_for(request.mode).cleanup(
+                engine, request.vm_id, journal.disk_ids(request.disk_ids), journal.objects()
+            )
+        journal.clear()
+    except Exception as error:  # cleanup must not hide the first failure; the reaper retries
+        journal.warn(f"cleanup incomplete: {describe(error)}")
 
 
 def _record_failure(step: JobStep, reason: str) -> None:

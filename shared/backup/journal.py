@@ -7,6 +7,8 @@ before every engine mutation (`EngineClient`'s guard) and before the backup is c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from shared.state import StateStore
 
 
@@ -25,6 +27,17 @@ class JobJournal:
 
     def objects(self) -> dict[str, str]:
         return self.store.engine_objects(self.job_id)
+
+    def disk_ids(self, queued: Sequence[str]) -> list[str]:
+        """The job's disks: as prepare decided them, else as they were queued."""
+        context = self.store.context(self.job_id) or {}
+        return [d["id"] for d in context.get("disks", [])] or list(queued)
+
+    def clear(self) -> None:
+        """The job is done with its engine objects (committed, or cleaned up after a failure):
+        nothing is left for the reaper."""
+        for name in self.objects():
+            self.record(name, "")
 
     def warn(self, text: str) -> None:
         self.store.add_warning(self.job_id, text)

@@ -153,6 +153,7 @@ def finalize(step: JobStep) -> dict[str, str]:
         step.journal.check_fence()
         repo.commit_manifest(manifest)
         mode.after_commit(run)
+    step.journal.clear()
     warnings = step.journal.warnings()
     status = JobStatus.SUCCEEDED_WITH_WARNINGS if warnings else JobStatus.SUCCEEDED
     store.set_status(request.job_id, status)

@@ -52,6 +52,8 @@ class Journal(Protocol):
 
     def objects(self) -> dict[str, str]: ...
 
+    def clear(self) -> None: ...
+
 
 @dataclass
 class RestoredDisk:
@@ -188,8 +190,7 @@ def undo_recorded(engine: EngineClient, journal: Journal) -> None:
     vm_id = _recorded_vm(engine, recorded.get(VM, ""))
     if vm_id:
         _quietly(lambda: engine.remove_vm(vm_id), f"removing VM {vm_id}")
-    for name in recorded:
-        journal.record(name, "")
+    journal.clear()
 
 
 def _recorded_vm(engine: EngineClient, value: str) -> str:

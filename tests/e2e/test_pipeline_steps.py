@@ -54,7 +54,11 @@ def queued_step(
         quiesce=False,
     )
     fence = store.lock_vm(vm.id, job_id)
-    store.create_job(JobState(id=job_id, vm_id=vm.id, mode=request.mode, fence=fence))
+    store.create_job(
+        JobState(
+            id=job_id, vm_id=vm.id, vm_name=vm.name, manager=manager, mode=request.mode, fence=fence
+        )
+    )
     store.save_request(job_id, request.to_dict())
 
     def connect_engine(manager_name: str, guard: Guard) -> EngineClient:
@@ -64,10 +68,13 @@ def queued_step(
 
 
 def clean(step: JobStep, engine: EngineClient) -> None:
+    """What fail_job does for a job that ends here."""
     request = step.request
     mode_for(request.mode).cleanup(
         engine, request.vm_id, list(request.disk_ids), step.journal.objects()
     )
+    step.journal.clear()
+    step.store.fail_once(request.job_id, "ended by the test")
     step.store.unlock_vm(request.vm_id, request.job_id)
 
 
@@ -159,3 +166,37 @@ def test_the_engine_clients_guard_runs_before_every_change(
         with pytest.raises(LostVmLock):
             guarded.cleanup_vm(vm.id, [d.id for d in vm.disks])
     assert engine.open_backups(vm.id) == []
+
+
+def test_the_reaper_closes_what_a_dead_job_left_and_never_touches_a_live_one(
+    store: StateStore, manager: str, repo_dir: Path, engine: EngineClient, connection: Any
+) -> None:
+    from shared.reaper import reap
+
+    def connect_manager(name: str) -> EngineClient:
+        return EngineClient.connect(engine_settings(name, store))
+
+    vm = next(v for v in engine.find_vms(names=[VM]))
+    step = queued_step(store, manager, repo_dir, vm, tuple(d.id for d in vm.disks))
+    pipeline.prepare(step)
+    pipeline.start(step)  # an engine backup in READY, held by a live job
+    mine = [r for r in reap(store, connect_manager).jobs if r.job_id == step.request.job_id]
+    assert mine == [] and len(engine.open_backups(vm.id)) == 1
+
+    store.unlock_vm(vm.id, step.request.job_id)  # its worker and message are gone; lock expired
+    dry = [
+        r
+        for r in reap(store, connect_manager, dry_run=True).jobs
+        if r.job_id == step.request.job_id
+    ]
+    assert [r.action for r in dry] == ["would clean"] and "lock expired" in dry[0].why
+    assert len(engine.open_backups(vm.id)) == 1  # a dry run changes nothing
+
+    done = [r for r in reap(store, connect_manager).jobs if r.job_id == step.request.job_id]
+    assert [r.action for r in done] == ["cleaned"]
+    assert engine.open_backups(vm.id) == []
+    job = store.job(step.request.job_id)
+    assert job is not None and job.status == "failed" and job.error.startswith("reaped: ")
+    again = [r for r in reap(store, connect_manager).jobs if r.job_id == step.request.job_id]
+    assert again == []
+    no_leftovers(connection)

@@ -289,7 +289,7 @@ def test_an_unexpected_error_is_described_with_its_type(
     assert status(store) == ("failed", "transfer: unexpected BodyError: boom")
 
 
-@pytest.mark.parametrize("broken", ["fail_once", "vm_lock_holder", "context", "unlock_vm"])
+@pytest.mark.parametrize("broken", ["fail_once", "vm_lock_holder", "unlock_vm"])
 def test_the_steps_error_propagates_when_recording_the_failure_fails(
     step: JobStep, store: FakeStore, log: RecordingLog, broken: str
 ) -> None:

@@ -31,6 +31,7 @@ def run_restore(self: Task, request_data: dict[str, Any]) -> dict[str, Any]:
     except Exception as error:
         store.set_status(request.job_id, JobStatus.FAILED, f"restore: {describe(error)}")
         raise
+    journal.clear()  # the restored VM and disks are the result, not leftovers
     store.save_context(request.job_id, result.to_dict())
     store.update_job(request.job_id, vm_name=result.vm_name, vm_id=result.vm_id)
     store.set_status(request.job_id, JobStatus.SUCCEEDED)
