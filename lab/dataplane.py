@@ -57,6 +57,7 @@ class HostEndpoints:
     ssh_port: int
     ssh_user: str
     ssh_key: str
+    ssh_host_key: str  # the host's public key, "ssh-ed25519 AAAA...", for pinning
     imageio_port: int
     mount_root: str
 

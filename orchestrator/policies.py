@@ -94,6 +94,8 @@ class Retention(_Strict):
 class GuestCommandSpec(_Strict):
     command: str = Field(min_length=1)
     host: str = Field(min_length=1)
+    # the guest's SSH host key, pinned: "ssh-ed25519 AAAA..." or "SHA256:..." (ssh-keygen -lf)
+    host_key: str = Field(min_length=1)
     user: str = "root"
     port: int = Field(default=22, ge=1, le=65535)
     key_file: str = ""

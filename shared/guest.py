@@ -6,6 +6,7 @@ import paramiko
 
 from shared.errors import DroverError
 from shared.jobs import GuestCommand
+from shared.ssh_trust import PinnedHostKey
 
 COMMAND_TIMEOUT_S = 300
 
@@ -16,8 +17,9 @@ class GuestCommandFailed(DroverError):
 
 def run_guest_command(command: GuestCommand, stage: str) -> str:
     """Run it; a non-zero exit or an SSH failure fails the job (before any snapshot)."""
+    where = f"{command.user}@{command.host}:{command.port}"
     client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    client.set_missing_host_key_policy(PinnedHostKey(command.host_key, where))
     try:
         client.connect(
             command.host,
@@ -34,7 +36,7 @@ def run_guest_command(command: GuestCommand, stage: str) -> str:
         errors = stderr.read().decode(errors="replace").strip()
     except (OSError, paramiko.SSHException) as e:
         raise GuestCommandFailed(
-            f"{stage} command could not run on {command.user}@{command.host}:{command.port}: {e}",
+            f"{stage} command could not run on {where}: {e}",
             hint="check the guest address, user and key in the policy",
         ) from e
     finally:

@@ -15,6 +15,7 @@ class GuestCommand:
 
     command: str
     host: str  # the guest's address
+    host_key: str = ""  # pinned: public key or SHA256 fingerprint (shared.ssh_trust)
     user: str = "root"
     port: int = 22
     key_file: str = ""  # a path on the workers; the key itself never travels

@@ -157,6 +157,7 @@ class LabDataPlane:
             ssh_port=runtime.sshd.port,
             ssh_user=ssh_user(),
             ssh_key=str(self._ensure_client_key().private_key),
+            ssh_host_key=runtime.sshd.host_public_key(),
             imageio_port=runtime.imageio.port,
             mount_root=str(self.layout.mount_root(runtime.spec.name)),
         )

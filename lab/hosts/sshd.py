@@ -20,7 +20,8 @@ def keygen(path: Path, comment: str) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
     return path
 
@@ -46,8 +47,15 @@ def ssh_user() -> str:
 
 
 class SshServer:
-    def __init__(self, name: str, directory: Path, port: int, client: ClientKey,
-                 bin_dir: Path, registry: procs.ProcessRegistry) -> None:
+    def __init__(
+        self,
+        name: str,
+        directory: Path,
+        port: int,
+        client: ClientKey,
+        bin_dir: Path,
+        registry: procs.ProcessRegistry,
+    ) -> None:
         self.name = name
         self.directory = directory
         self.port = port
@@ -88,8 +96,12 @@ class SshServer:
         host_key = keygen(self.directory / "ssh_host_ed25519_key", f"{self.name}-host")
         self.config_file.write_text(self._config(host_key))
         argv = [SSHD, "-D", "-e", "-f", str(self.config_file)]
-        self._proc = self._registry.start(f"sshd-{self.name}", argv,
-                                          self.directory / "sshd.log")
+        self._proc = self._registry.start(f"sshd-{self.name}", argv, self.directory / "sshd.log")
+
+    def host_public_key(self) -> str:
+        """ "type base64" of the host key, as a known_hosts entry holds it."""
+        text = (self.directory / "ssh_host_ed25519_key.pub").read_text().split()
+        return " ".join(text[:2])
 
     def wait_ready(self, timeout_s: float = 10) -> None:
         assert self._proc is not None, "spawn() first"

@@ -142,13 +142,7 @@ def test_pre_snapshot_command_failure_is_cleaned_up(
     vm = find_vm(connection, "name=web01")
     ids = [d.id for d in vm_disks(connection, vm)]
     host = lab["hosts"][0]
-    failing = GuestCommand(
-        command="echo cannot flush >&2; exit 3",
-        host=host["address"],
-        user=host["ssh_user"],
-        port=host["ssh_port"],
-        key_file=host["ssh_key"],
-    )
+    failing = guest_command(host, "echo cannot flush >&2; exit 3")
     job = wait_job(
         store, start_backup(celery_app, store, manager, vm, ids, repo_dir, pre_command=failing)
     )
@@ -157,6 +151,43 @@ def test_pre_snapshot_command_failure_is_cleaned_up(
     assert Repository.open(str(repo_dir)).list_backups() == []
     no_leftovers(connection)
     assert store.vm_lock_holder(vm.id) == ""
+
+
+def guest_command(host: dict[str, Any], command: str, host_key: str = "") -> GuestCommand:
+    return GuestCommand(
+        command=command,
+        host=host["address"],
+        host_key=host_key or host["ssh_host_key"],
+        user=host["ssh_user"],
+        port=host["ssh_port"],
+        key_file=host["ssh_key"],
+    )
+
+
+def test_a_guest_with_another_host_key_is_refused(
+    lab: dict[str, Any],
+    connection: Any,
+    celery_app: Any,
+    store: StateStore,
+    manager: str,
+    repo_dir: Path,
+) -> None:
+    vm = find_vm(connection, "name=web01")
+    ids = [d.id for d in vm_disks(connection, vm)]
+    host = lab["hosts"][0]
+    impostor = guest_command(
+        host, "touch /tmp/drover-must-not-run", lab["hosts"][-1]["ssh_host_key"]
+    )
+    if len(lab["hosts"]) == 1 or impostor.host_key == host["ssh_host_key"]:
+        impostor = guest_command(host, "true", "SHA256:" + "A" * 43)
+    job = wait_job(
+        store, start_backup(celery_app, store, manager, vm, ids, repo_dir, pre_command=impostor)
+    )
+    assert job.status == JobStatus.FAILED
+    assert f"the host key of {host['ssh_user']}@{host['address']}:{host['ssh_port']}" in job.error
+    assert "has changed" in job.error
+    assert Repository.open(str(repo_dir)).list_backups() == []
+    no_leftovers(connection)
 
 
 def test_broken_checkpoint_chain_falls_back_to_full(

@@ -29,8 +29,9 @@ backup: {type: incremental, full_every: 7}
 retention: {keep_last: 14}
 exclude_disks: [scratch]
 quiesce: true
-pre_snapshot: {command: "fsfreeze -f /data", host: 10.0.0.5, user: root, key_file: /etc/k}
-post_snapshot: {command: "fsfreeze -u /data", host: 10.0.0.5}
+pre_snapshot:
+  {command: "fsfreeze -f /data", host: 10.0.0.5, host_key: "SHA256:abc", key_file: /etc/k}
+post_snapshot: {command: "fsfreeze -u /data", host: 10.0.0.5, host_key: "SHA256:abc"}
 priority: 5
 """
 
@@ -150,7 +151,7 @@ def test_expansion_into_a_backup_request() -> None:
         policy_body(
             exclude_disks=["scratch", "web1-d0"],
             backup={"type": "full", "full_every": 3},
-            pre_snapshot={"command": "sync", "host": "10.0.0.5"},
+            pre_snapshot={"command": "sync", "host": "10.0.0.5", "host_key": "SHA256:abc"},
         )
     )
     machine = vm("web1", "web1")
