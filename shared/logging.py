@@ -1,7 +1,8 @@
 """structlog set up once: a console on a terminal, JSON lines otherwise.
 
 Context (job, VM, disk ids) is bound with `bind_ids`, carried by contextvars.
-Values under secret-looking keys are replaced before anything is rendered.
+Values under secret-looking keys are replaced before anything is rendered, and transfer
+tickets inside any text (tracebacks included) are masked (shared.redact).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from shared.redact import redact
 from shared.settings import LogSettings
 
 SECRET_WORDS = ("password", "secret", "token", "key", "authorization", "credential")
@@ -26,6 +28,15 @@ def redact_secrets(
     for name in list(event):
         if is_secret_name(name):
             event[name] = REDACTED
+    return event
+
+
+def redact_text(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for name, value in event.items():
+        if isinstance(value, str):
+            event[name] = redact(value)
     return event
 
 
@@ -48,6 +59,7 @@ def configure_logging(settings: LogSettings | None = None, *, force: bool = Fals
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact_secrets,
             structlog.processors.format_exc_info,
+            redact_text,
             _renderer(settings),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -19,6 +19,7 @@ from shared.backup.step import JobStateLost, JobStep
 from shared.errors import DroverError
 from shared.logging import bind_ids, get_logger
 from shared.modes import mode_for
+from shared.redact import redact
 from shared.state import FailOutcome, JobStatus
 from workers.resources import connect_engine, repository, state_store
 
@@ -62,9 +63,10 @@ def _may_retry(task: Task, error: Exception) -> bool:
 
 
 def describe(error: BaseException) -> str:
+    """What the job's error says: never a transfer ticket."""
     if isinstance(error, DroverError):
-        return str(error)
-    return f"unexpected {type(error).__name__}: {error}"
+        return redact(str(error))
+    return redact(f"unexpected {type(error).__name__}: {error}")
 
 
 def _fail_quietly(step: JobStep, reason: str) -> None:

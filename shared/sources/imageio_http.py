@@ -12,6 +12,7 @@ from ovirt_imageio._internal.backends import http as backend_http
 
 from shared.errors import ServiceError
 from shared.logging import get_logger
+from shared.redact import redact
 
 log = get_logger(__name__)
 CONNECT_TIMEOUT_S = 10
@@ -21,7 +22,11 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, http.client.HTTPE
 
 
 class ImageioError(ServiceError):
-    """The imageio daemon or proxy could not be reached, or refused a request."""
+    """The imageio daemon or proxy could not be reached, or refused a request. Its message
+    never carries a transfer's ticket."""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(redact(message), hint=redact(hint))
 
 
 def open_backend(url: str, ca_file: str | None, *, secure: bool = True) -> Any:
