@@ -44,35 +44,62 @@ class PruneReport:
 Loader = Callable[[str], Manifest]
 
 
+@dataclass
+class _Chunks:
+    """What the manifests say of each chunk: its length and the backups that use it."""
+
+    lengths: dict[str, int] = field(default_factory=dict)
+    users: dict[str, set[str]] = field(default_factory=dict)
+
+    def add(self, digest: str, length: int, backup_id: str) -> None:
+        self.lengths[digest] = length
+        self.users.setdefault(digest, set()).add(backup_id)
+
+    def used_by(self, digest: str) -> str:
+        return ", ".join(sorted(self.users.get(digest, ())))
+
+
 def check(
-    store: ChunkStore, backup_ids: Iterable[str], load: Loader, read_data: bool, workers: int = 4
+    store: ChunkStore,
+    backup_ids: Iterable[str],
+    load: Loader,
+    read_data: bool,
+    workers: int = 4,
+    index_ids: Iterable[str] = (),
 ) -> CheckReport:
-    """Every manifest loads and its chunks exist; with `read_data` every chunk also verifies."""
+    """Every manifest loads and its chunks exist; with `read_data` every chunk also verifies.
+    An index entry without its manifest (a finalize that stopped between the two) is named."""
     report = CheckReport()
     stored = set(store.digests())
     report.chunks_stored = len(stored)
-    lengths: dict[str, int] = {}
+    chunks = _Chunks()
+    backups = set()
     for backup_id in backup_ids:
         report.backups += 1
+        backups.add(backup_id)
         try:
             manifest = load(backup_id)
         except DroverError as exc:
             report.problems.append(f"backup {backup_id}: {exc}")
             continue
-        _check_manifest(manifest, stored, lengths, report)
-    report.chunks_referenced = len(lengths)
+        _check_manifest(manifest, stored, chunks, report)
+    report.problems += [
+        f"index entry {orphan} has no manifest: the backup was never committed and is ignored"
+        for orphan in sorted(set(index_ids) - backups)
+    ]
+    report.chunks_referenced = len(chunks.lengths)
     if read_data:
-        _read_chunks(store, {d: n for d, n in lengths.items() if d in stored}, report, workers)
+        _read_chunks(store, chunks, stored, report, workers)
     return report
 
 
 def _check_manifest(
-    manifest: Manifest, stored: set[str], lengths: dict[str, int], report: CheckReport
+    manifest: Manifest, stored: set[str], chunks: _Chunks, report: CheckReport
 ) -> None:
     for disk in manifest.disks:
         missing = []
         for index, digest in sorted(disk.chunks.items()):
-            lengths[digest] = disk.chunk_length(index)
+            chunks.add(digest, disk.chunk_length(index), manifest.backup_id)
             if digest not in stored:
                 missing.append((index, digest))
         if missing:
@@ -84,19 +111,23 @@ def _check_manifest(
 
 
 def _read_chunks(
-    store: ChunkStore, lengths: dict[str, int], report: CheckReport, workers: int
+    store: ChunkStore, chunks: _Chunks, stored: set[str], report: CheckReport, workers: int
 ) -> None:
     def verify(digest: str) -> str | None:
         try:
             data = store.get(digest)
         except DroverError as exc:
-            return str(exc)
-        if len(data) != lengths[digest]:
-            return f"chunk {digest} holds {len(data)} bytes, expected {lengths[digest]}"
+            return f"{exc}; used by backups {chunks.used_by(digest)}"
+        if len(data) != chunks.lengths[digest]:
+            return (
+                f"chunk {digest} holds {len(data)} bytes, expected {chunks.lengths[digest]}; "
+                f"used by backups {chunks.used_by(digest)}"
+            )
         return None
 
+    present = sorted(d for d in chunks.lengths if d in stored)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drover-check") as pool:
-        for problem in pool.map(verify, sorted(lengths)):
+        for problem in pool.map(verify, present):
             report.chunks_read += 1
             if problem:
                 report.problems.append(problem)

@@ -143,7 +143,8 @@ class Repository:
     # Upkeep
 
     def check(self, read_data: bool = False) -> CheckReport:
-        return check(self.chunks, self.backup_ids(), self.manifest, read_data)
+        index_ids = [name[len(INDEX) :] for name in self.backend.list(INDEX)]
+        return check(self.chunks, self.backup_ids(), self.manifest, read_data, index_ids=index_ids)
 
     def prune(self) -> PruneReport:
         """Remove chunks no backup references. No backup may write meanwhile."""

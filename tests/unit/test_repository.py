@@ -327,8 +327,31 @@ def test_check_read_data_finds_a_corrupt_chunk(repo: Repository) -> None:
     assert repo.check().ok
     report = repo.check(read_data=True)
     assert len(report.problems) == 1 and digest in report.problems[0]
+    assert report.problems[0].endswith("used by backups b1")
     with pytest.raises(CorruptionError):
         assemble(repo, "b1")
+
+
+def test_check_names_every_backup_that_uses_a_corrupt_chunk(repo: Repository) -> None:
+    image = make_image(4, zero=set())
+    manifest = full_backup(repo, "b1", image)
+    full_backup(repo, "b2", image)  # deduplicated: the same chunks
+    digest = manifest.disks[0].chunks[0]
+    repo.backend.save(chunk_name(digest), b"\x00garbage")
+    [problem] = repo.check(read_data=True).problems
+    assert digest in problem and problem.endswith("used by backups b1, b2")
+
+
+def test_check_names_an_index_entry_whose_manifest_was_never_committed(
+    repo: Repository,
+) -> None:
+    full_backup(repo, "b1", make_image(2, zero=set()))
+    repo.backend.save("index/b9", repo.backend.load("index/b1"))  # finalize stopped here
+    report = repo.check()
+    assert report.problems == [
+        "index entry b9 has no manifest: the backup was never committed and is ignored"
+    ]
+    assert [b.backup_id for b in repo.list_backups()] == ["b1"]
 
 
 def test_check_reports_an_unreadable_manifest(repo: Repository) -> None:
