@@ -409,10 +409,12 @@ class _Display:
 
 
 def register(cli: click.Group) -> None:
+    from orchestrator.reap_command import reap_command
     from orchestrator.repo_commands import repo_group
 
     for command in (
         repo_group,
+        reap_command,
         api_command,
         flower_command,
         manager_group,

@@ -13,7 +13,12 @@ from shared.settings import Settings, get_settings
 from workers import redis_transport
 from workers.priority import REDIS_PRIORITY_STEPS
 
-TASK_MODULES = ["workers.tasks.health", "workers.tasks.backup", "workers.tasks.restore"]
+TASK_MODULES = [
+    "workers.tasks.health",
+    "workers.tasks.backup",
+    "workers.tasks.restore",
+    "workers.tasks.maintenance",
+]
 
 
 def celery_config(settings: Settings) -> dict[str, object]:
