@@ -22,6 +22,7 @@ from tests.integration.engine_client import (
     image_transfer,
     lab_write,
     sha256,
+    snapshot,
     vm_disks,
     wait_for,
 )
@@ -39,20 +40,34 @@ def connection(lab: dict[str, Any]) -> Any:
 
 
 def disk_sha256(lab: dict[str, Any], connection: Any, disk_id: str, tmp_path: Path) -> str:
-    """What the guest sees now, read through a plain disk download (not a backup)."""
+    """What the guest sees now, read as the SDK's download_disk_snapshot.py does (the engine
+    refuses a plain download of a disk plugged into a running VM): a disk-only snapshot,
+    its volume downloaded with its backing chain, the snapshot removed."""
+    from ovirt_imageio import client as imageio
+
+    system = connection.system_service()
+    disk = system.disks_service().disk_service(disk_id).get()
     spec = types.ImageTransfer(
-        disk=types.Disk(id=disk_id),
+        snapshot=types.DiskSnapshot(id=disk.image_id),
         format=types.DiskFormat.RAW,
         direction=types.ImageTransferDirection.DOWNLOAD,
     )
     target = tmp_path / f"{disk_id}.raw"
-    from ovirt_imageio import client as imageio
-
-    with image_transfer(connection, spec) as transfer:
-        imageio.download(transfer.transfer_url, str(target), lab["engine"]["ca_file"], fmt="raw")
+    with snapshot(connection, owner_vm(connection, disk_id)), image_transfer(connection, spec) as t:
+        imageio.download(t.transfer_url, str(target), lab["engine"]["ca_file"], fmt="raw")
     digest = sha256(target)
     target.unlink()
     return digest
+
+
+def owner_vm(connection: Any, disk_id: str) -> Any:
+    vms = connection.system_service().vms_service()
+    for vm in vms.list():
+        if any(
+            a.disk.id == disk_id for a in vms.vm_service(vm.id).disk_attachments_service().list()
+        ):
+            return vm
+    raise AssertionError(f"no VM has disk {disk_id}")
 
 
 def restore_and_verify(
