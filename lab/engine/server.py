@@ -20,6 +20,7 @@ from lab.engine import labctl, monitor, routes
 from lab.engine.context import Engine, Timings
 from lab.engine.faults import ApiError, unauthorized
 from lab.engine.inventory import Inventory
+from lab.engine.outage import Outage
 from lab.engine.router import Request, Response, Router
 from lab.engine.sso import Sso, TokenStore
 from lab.engine.tasks import Tasks
@@ -30,6 +31,7 @@ API_PREFIX = "/ovirt-engine/api"
 LAB_PREFIX = "/ovirt-engine/lab"
 SSO_TOKEN = "/ovirt-engine/sso/oauth/token"
 SSO_LOGOUT = "/ovirt-engine/services/sso-logout"
+LAB_OUTAGE = LAB_PREFIX + "/outage"
 
 
 class EngineServer:
@@ -48,6 +50,7 @@ class EngineServer:
         self.engine = Engine(inventory, dataplane, Tasks(), timings or Timings())
         self.sso = Sso(username, password, TokenStore())
         self.router = Router()
+        self.outage = Outage()  # injected failures, see lab.engine.outage
         routes.register(self.router)
         self._httpd = _HttpServer((host, port), _handler_class(self))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -93,6 +96,13 @@ class EngineServer:
         parts = urlsplit(raw_path)
         path = parts.path
         try:
+            if path == LAB_OUTAGE:
+                self._authenticate(headers)
+                return self.outage.control(method, body)
+            if not path.startswith(LAB_PREFIX + "/"):
+                failure = self.outage.intercept(method, path)
+                if failure is not None:
+                    return failure
             if path == SSO_TOKEN and method == "POST":
                 return _json(*self.sso.token(_form(body)))
             if path == SSO_LOGOUT and method in ("POST", "GET"):

@@ -65,34 +65,43 @@ def open_backups(system: Any, vm_id: str) -> list[BackupInfo]:
     return [b for b in infos if b.phase not in OPEN_PHASES_DONE]
 
 
-def start(
+def add(
     system: Any,
     vm_id: str,
     disk_ids: list[str],
     from_checkpoint_id: str | None,
-    timeout_s: float,
     backup_id: str | None = None,
 ) -> BackupInfo:
-    """`backup_id` chosen by the caller lets it record the backup before it exists."""
+    """Add the backup. `backup_id` chosen by the caller lets it record the backup before it
+    exists, and makes this idempotent: a backup with that id already there (an earlier
+    attempt that reached the engine) is returned instead of adding a second one."""
+    if backup_id and (existing := get(system, vm_id, backup_id)) is not None:
+        return existing
     spec = types.Backup(
         id=backup_id,
         disks=[types.Disk(id=d) for d in disk_ids],
         from_checkpoint_id=from_checkpoint_id or None,
     )
     try:
-        created = convert.backup_info(_service(system, vm_id).add(spec))
+        return convert.backup_info(_service(system, vm_id).add(spec))
     except sdk.Error as e:
         if from_checkpoint_id and e.code in (400, 404, 409) and _CHECKPOINT.search(fault_text(e)):
             raise _invalid_checkpoint(vm_id, from_checkpoint_id, fault_text(e)) from e
         raise
+
+
+def wait_ready(
+    system: Any, vm_id: str, backup_id: str, from_checkpoint_id: str | None, timeout_s: float
+) -> BackupInfo:
+    """The backup once READY; after `timeout_s`, EngineTimeout (and the backup abandoned)."""
     try:
         return wait_for(
-            lambda: _ready(system, vm_id, created.id, from_checkpoint_id),
+            lambda: _ready(system, vm_id, backup_id, from_checkpoint_id),
             timeout_s=timeout_s,
-            what=f"backup {created.id} of VM {vm_id} to be ready",
+            what=f"backup {backup_id} of VM {vm_id} to be ready",
         )
     except EngineTimeout:
-        _abandon(system, vm_id, created.id)
+        _abandon(system, vm_id, backup_id)
         raise
 
 

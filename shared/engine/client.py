@@ -1,21 +1,21 @@
 """EngineClient: the one object the rest of Drover uses to talk to the engine.
 
-A thin facade over `ovirtsdk4`: each method runs one small module function under
-`translated()`, so callers see only typed values and `DroverError`s. A client made for a
-job carries a `guard` (the job's fencing check) that runs before every call that changes
-something on the engine, so a step whose job lost its VM stops before it touches anything.
+A thin facade over `ovirtsdk4`: each method runs one small module function through
+`retry.call` (SDK errors translated, transient ones retried as its kind allows, see
+`shared.engine.errors`), so callers see only typed values and `DroverError`s. A client made
+for a job carries a `guard` (the job's fencing check) that runs before every attempt of a
+call that changes something on the engine, so a step whose job lost its VM stops before it
+touches anything.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from shared.engine import backups, cleanup, guest, inventory, restore, transfers
 from shared.engine.connection import open_connection
-from shared.engine.errors import translated
 from shared.engine.models import (
     BackupInfo,
     CleanupReport,
@@ -26,12 +26,15 @@ from shared.engine.models import (
     TransferInfo,
     VmInfo,
 )
+from shared.engine.retry import RETRY, CallKind, RetryPolicy, call
 from shared.logging import get_logger
 from shared.settings import EngineSettings
 
 log = get_logger(__name__)
 WAIT_S = 300.0
 Guard = Callable[[], None]
+T = TypeVar("T")
+READ, IDEMPOTENT, CREATE = CallKind.READ, CallKind.IDEMPOTENT, CallKind.CREATE
 
 
 def _unguarded() -> None:
@@ -47,6 +50,7 @@ class EngineClient:
         username: str = "",
         ca_file: str = "",
         guard: Guard = _unguarded,
+        retry: RetryPolicy = RETRY,
     ) -> None:
         self._connection = connection
         self._system = connection.system_service()
@@ -54,9 +58,12 @@ class EngineClient:
         self.username = username
         self.ca_file = ca_file  # also what imageio daemons' certificates are checked against
         self._guard = guard
+        self.retry = retry
 
     @classmethod
-    def connect(cls, settings: EngineSettings, guard: Guard = _unguarded) -> EngineClient:
+    def connect(
+        cls, settings: EngineSettings, guard: Guard = _unguarded, *, retry: RetryPolicy = RETRY
+    ) -> EngineClient:
         """Log in (EngineAuthError, EngineUnreachable, ConfigError when that fails)."""
         connection = open_connection(settings)
         client = cls(
@@ -65,10 +72,10 @@ class EngineClient:
             username=settings.username,
             ca_file=settings.ca_file,
             guard=guard,
+            retry=retry,
         )
         try:
-            with client._call("logging in"):
-                connection.authenticate()
+            client._run(CallKind.LOGIN, "logging in", connection.authenticate)
         except BaseException:
             client.close(logout=False)
             raise
@@ -92,23 +99,25 @@ class EngineClient:
     ) -> None:
         self.close()
 
-    @contextmanager
-    def _call(self, action: str) -> Iterator[None]:
-        with translated(action, user=self.username):
-            yield
+    def _run(self, kind: CallKind, action: str, fn: Callable[[], T]) -> T:
+        """`fn()` as one engine call of `kind`; a change runs the guard before each attempt."""
+        before = _unguarded if kind in (CallKind.LOGIN, READ) else self._guard
+        return call(
+            fn, action=action, kind=kind, policy=self.retry, user=self.username, before=before
+        )
 
-    @contextmanager
-    def _change(self, action: str) -> Iterator[None]:
-        """A call that changes the engine: the guard decides first."""
-        self._guard()
-        with self._call(action):
-            yield
+    def _call(self, action: str, fn: Callable[[], T]) -> T:
+        """A call that only reads."""
+        return self._run(READ, action, fn)
+
+    def _change(self, action: str, fn: Callable[[], T], *, kind: CallKind = IDEMPOTENT) -> T:
+        """A call that changes the engine: the guard decides first, before every attempt."""
+        return self._run(kind, action, fn)
 
     # inventory
     def test(self) -> str:
         """The engine's product name and version, e.g. "oVirt Engine 4.5.5-1.el8"."""
-        with self._call("testing the connection"):
-            info = self._system.get().product_info
+        info = self._call("testing the connection", lambda: self._system.get().product_info)
         version = info.version if info else None
         full = version.full_version if version else ""
         if version and not full:
@@ -117,8 +126,9 @@ class EngineClient:
         return f"{name} {full}".strip()
 
     def version(self) -> EngineVersion:
-        with self._call("reading the engine version"):
-            return inventory.engine_version(self._system)
+        return self._call(
+            "reading the engine version", lambda: inventory.engine_version(self._system)
+        )
 
     def find_vms(
         self,
@@ -127,48 +137,58 @@ class EngineClient:
         tags: list[str] | None = None,
         clusters: list[str] | None = None,
     ) -> list[VmInfo]:
-        with self._call("searching VMs"):
-            return inventory.find_vms(
+        return self._call(
+            "searching VMs",
+            lambda: inventory.find_vms(
                 self._system, names or [], patterns or [], tags or [], clusters or []
-            )
+            ),
+        )
 
     def vm(self, vm_id: str) -> VmInfo:
-        with self._call(f"reading VM {vm_id}"):
-            return inventory.vm(self._system, vm_id)
+        return self._call(f"reading VM {vm_id}", lambda: inventory.vm(self._system, vm_id))
 
     def vm_ovf(self, vm_id: str) -> str:
-        with self._call(f"reading the OVF of VM {vm_id}"):
-            return inventory.vm_ovf(self._system, vm_id)
+        return self._call(
+            f"reading the OVF of VM {vm_id}", lambda: inventory.vm_ovf(self._system, vm_id)
+        )
 
     def disk(self, disk_id: str) -> DiskInfo:
-        with self._call(f"reading disk {disk_id}"):
-            return inventory.disk(self._system, disk_id)
+        return self._call(f"reading disk {disk_id}", lambda: inventory.disk(self._system, disk_id))
 
     def storage_domains(self) -> list[StorageDomainInfo]:
-        with self._call("listing storage domains"):
-            return inventory.storage_domains(self._system)
+        return self._call(
+            "listing storage domains", lambda: inventory.storage_domains(self._system)
+        )
 
     def clusters(self) -> list[ClusterInfo]:
-        with self._call("listing clusters"):
-            return inventory.clusters(self._system)
+        return self._call("listing clusters", lambda: inventory.clusters(self._system))
 
     # guest
     def freeze(self, vm_id: str) -> None:
-        with self._change(f"freezing the filesystems of VM {vm_id}"):
-            guest.freeze(self._system, vm_id)
+        """Not repeated once it may have reached the engine: a frozen guest refuses a freeze."""
+        self._change(
+            f"freezing the filesystems of VM {vm_id}",
+            lambda: guest.freeze(self._system, vm_id),
+            kind=CREATE,
+        )
 
     def thaw(self, vm_id: str) -> None:
-        with self._change(f"thawing the filesystems of VM {vm_id}"):
-            guest.thaw(self._system, vm_id)
+        self._change(
+            f"thawing the filesystems of VM {vm_id}", lambda: guest.thaw(self._system, vm_id)
+        )
 
     # backups and checkpoints
     def checkpoints(self, vm_id: str) -> list[str]:
-        with self._call(f"listing the checkpoints of VM {vm_id}"):
-            return backups.checkpoints(self._system, vm_id)
+        return self._call(
+            f"listing the checkpoints of VM {vm_id}",
+            lambda: backups.checkpoints(self._system, vm_id),
+        )
 
     def remove_checkpoint(self, vm_id: str, checkpoint_id: str) -> None:
-        with self._change(f"removing checkpoint {checkpoint_id} of VM {vm_id}"):
-            backups.remove_checkpoint(self._system, vm_id, checkpoint_id)
+        self._change(
+            f"removing checkpoint {checkpoint_id} of VM {vm_id}",
+            lambda: backups.remove_checkpoint(self._system, vm_id, checkpoint_id),
+        )
 
     def start_backup(
         self,
@@ -179,22 +199,36 @@ class EngineClient:
         *,
         backup_id: str | None = None,
     ) -> BackupInfo:
-        with self._change(f"starting a backup of VM {vm_id}"):
-            return backups.start(
-                self._system, vm_id, disk_ids, from_checkpoint_id, timeout_s, backup_id
-            )
+        """With `backup_id` the start is idempotent: an attempt that finds a backup with that
+        id takes it as its own. Without one it is sent again only when it never arrived."""
+        action = f"starting a backup of VM {vm_id}"
+        created = self._change(
+            action,
+            lambda: backups.add(self._system, vm_id, disk_ids, from_checkpoint_id, backup_id),
+            kind=IDEMPOTENT if backup_id else CREATE,
+        )
+        return self._call(
+            action,
+            lambda: backups.wait_ready(
+                self._system, vm_id, created.id, from_checkpoint_id, timeout_s
+            ),
+        )
 
     def backup(self, vm_id: str, backup_id: str) -> BackupInfo | None:
-        with self._call(f"reading backup {backup_id}"):
-            return backups.get(self._system, vm_id, backup_id)
+        return self._call(
+            f"reading backup {backup_id}", lambda: backups.get(self._system, vm_id, backup_id)
+        )
 
     def finalize_backup(self, vm_id: str, backup_id: str, timeout_s: float = WAIT_S) -> None:
-        with self._change(f"finalizing backup {backup_id} of VM {vm_id}"):
-            backups.finalize(self._system, vm_id, backup_id, timeout_s)
+        self._change(
+            f"finalizing backup {backup_id} of VM {vm_id}",
+            lambda: backups.finalize(self._system, vm_id, backup_id, timeout_s),
+        )
 
     def open_backups(self, vm_id: str) -> list[BackupInfo]:
-        with self._call(f"listing the backups of VM {vm_id}"):
-            return backups.open_backups(self._system, vm_id)
+        return self._call(
+            f"listing the backups of VM {vm_id}", lambda: backups.open_backups(self._system, vm_id)
+        )
 
     # image transfers
     def start_transfer(
@@ -218,44 +252,64 @@ class EngineClient:
             inactivity_timeout_s=inactivity_timeout_s,
             host_id=host_id,
         )
-        with self._change(f"starting an image transfer ({direction}) of disk {disk_id}"):
-            return transfers.start(self._system, spec, timeout_s)
+        action = f"starting an image transfer ({direction}) of disk {disk_id}"
+        created = self._change(action, lambda: transfers.add(self._system, spec), kind=CREATE)
+        return self._call(
+            action, lambda: transfers.wait_serving(self._system, created.id, timeout_s)
+        )
 
     def transfer(self, transfer_id: str) -> TransferInfo | None:
-        with self._call(f"reading image transfer {transfer_id}"):
-            return transfers.get(self._system, transfer_id)
+        return self._call(
+            f"reading image transfer {transfer_id}",
+            lambda: transfers.get(self._system, transfer_id),
+        )
 
     def finalize_transfer(self, transfer_id: str, timeout_s: float = WAIT_S) -> None:
-        with self._change(f"finalizing image transfer {transfer_id}"):
-            transfers.finalize(self._system, transfer_id, timeout_s)
+        self._change(
+            f"finalizing image transfer {transfer_id}",
+            lambda: transfers.finalize(self._system, transfer_id, timeout_s),
+        )
 
     def cancel_transfer(self, transfer_id: str, wait_s: float = transfers.CANCEL_WAIT_S) -> None:
-        with self._change(f"cancelling image transfer {transfer_id}"):
-            transfers.cancel(self._system, transfer_id, wait_s)
+        self._change(
+            f"cancelling image transfer {transfer_id}",
+            lambda: transfers.cancel(self._system, transfer_id, wait_s),
+        )
 
     def open_transfers(
         self, *, vm_id: str | None = None, disk_ids: list[str] | None = None
     ) -> list[TransferInfo]:
         """Unfinished transfers on `disk_ids`, or on the disks of `vm_id`."""
-        with self._call("listing image transfers"):
+
+        def listing() -> list[TransferInfo]:
             wanted = list(disk_ids or [])
             if vm_id is not None:
                 wanted += [d.id for d in inventory.vm(self._system, vm_id).disks]
             return transfers.open_transfers(self._system, wanted)
 
+        return self._call("listing image transfers", listing)
+
     def cleanup_vm(
         self, vm_id: str, disk_ids: list[str] | None = None, timeout_s: float = WAIT_S
     ) -> CleanupReport:
         """Cancel open transfers on the disks, finalize open backups; idempotent."""
-        with self._change(f"cleaning up VM {vm_id}"):
-            return cleanup.cleanup_vm(self._system, vm_id, list(disk_ids or []), timeout_s)
+        return self._change(
+            f"cleaning up VM {vm_id}",
+            lambda: cleanup.cleanup_vm(self._system, vm_id, list(disk_ids or []), timeout_s),
+        )
 
     # restore
     def add_vm_from_ovf(
         self, ovf: str, name: str, cluster_name: str, timeout_s: float = WAIT_S
     ) -> str:
-        with self._change(f"creating VM {name} from its OVF"):
-            return restore.add_vm_from_ovf(self._system, ovf, name, cluster_name, timeout_s)
+        action = f"creating VM {name} from its OVF"
+        vm_id = self._change(
+            action,
+            lambda: restore.add_vm_from_ovf(self._system, ovf, name, cluster_name),
+            kind=CREATE,
+        )
+        self._call(action, lambda: restore.wait_vm_unlocked(self._system, vm_id, name, timeout_s))
+        return vm_id
 
     def add_disk(
         self,
@@ -270,8 +324,10 @@ class EngineClient:
         timeout_s: float = WAIT_S,
     ) -> DiskInfo:
         """A new disk on `storage_domain` (id or name), once it is OK."""
-        with self._change(f"adding disk {name}"):
-            return restore.add_disk(
+        action = f"adding disk {name}"
+        disk_id = self._change(
+            action,
+            lambda: restore.add_disk(
                 self._system,
                 name=name,
                 size=size,
@@ -280,8 +336,10 @@ class EngineClient:
                 sparse=sparse,
                 incremental=incremental,
                 initial_size=initial_size,
-                timeout_s=timeout_s,
-            )
+            ),
+            kind=CREATE,
+        )
+        return self._call(action, lambda: restore.wait_disk_ok(self._system, disk_id, timeout_s))
 
     def attach_disk(
         self,
@@ -291,15 +349,21 @@ class EngineClient:
         interface: str = "virtio_scsi",
         active: bool = True,
     ) -> None:
-        with self._change(f"attaching disk {disk_id} to VM {vm_id}"):
-            restore.attach_disk(
+        self._change(
+            f"attaching disk {disk_id} to VM {vm_id}",
+            lambda: restore.attach_disk(
                 self._system, vm_id, disk_id, bootable=bootable, interface=interface, active=active
-            )
+            ),
+            kind=CREATE,
+        )
 
     def remove_vm(self, vm_id: str, timeout_s: float = WAIT_S) -> None:
-        with self._change(f"removing VM {vm_id}"):
-            restore.remove_vm(self._system, vm_id, timeout_s)
+        self._change(
+            f"removing VM {vm_id}", lambda: restore.remove_vm(self._system, vm_id, timeout_s)
+        )
 
     def remove_disk(self, disk_id: str, timeout_s: float = WAIT_S) -> None:
-        with self._change(f"removing disk {disk_id}"):
-            restore.remove_disk(self._system, disk_id, timeout_s)
+        self._change(
+            f"removing disk {disk_id}",
+            lambda: restore.remove_disk(self._system, disk_id, timeout_s),
+        )

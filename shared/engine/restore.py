@@ -17,8 +17,8 @@ from shared.engine.polling import wait_for
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 
 
-def add_vm_from_ovf(system: Any, ovf: str, name: str, cluster_name: str, timeout_s: float) -> str:
-    """Import the OVF as a new VM (`clone=True`: new ids) and wait until it is unlocked."""
+def add_vm_from_ovf(system: Any, ovf: str, name: str, cluster_name: str) -> str:
+    """Import the OVF as a new VM (`clone=True`: new ids); its id."""
     spec = types.Vm(
         name=name,
         cluster=types.Cluster(name=cluster_name),
@@ -26,14 +26,16 @@ def add_vm_from_ovf(system: Any, ovf: str, name: str, cluster_name: str, timeout
             configuration=types.Configuration(type=types.ConfigurationType.OVF, data=ovf)
         ),
     )
-    vm = system.vms_service().add(spec, clone=True)
-    service = system.vms_service().vm_service(vm.id)
+    return str(system.vms_service().add(spec, clone=True).id)
+
+
+def wait_vm_unlocked(system: Any, vm_id: str, name: str, timeout_s: float) -> None:
+    service = system.vms_service().vm_service(vm_id)
     wait_for(
         lambda: convert.enum_value(service.get().status) not in ("image_locked", ""),
         timeout_s=timeout_s,
         what=f"new VM {name} to be unlocked",
     )
-    return str(vm.id)
 
 
 def storage_domain_ref(storage_domain: str) -> Any:
@@ -53,8 +55,8 @@ def add_disk(
     sparse: bool,
     incremental: bool,
     initial_size: int | None,
-    timeout_s: float,
-) -> DiskInfo:
+) -> str:
+    """The new disk's id (it is LOCKED until the engine has created it: see wait_disk_ok)."""
     spec = types.Disk(
         name=name,
         format=types.DiskFormat(fmt),
@@ -65,8 +67,7 @@ def add_disk(
     )
     if initial_size is not None:
         spec.initial_size = initial_size
-    created = system.disks_service().add(spec)
-    return wait_disk_ok(system, created.id, timeout_s)
+    return str(system.disks_service().add(spec).id)
 
 
 def wait_disk_ok(system: Any, disk_id: str, timeout_s: float) -> DiskInfo:

@@ -58,16 +58,21 @@ def spec(
     return transfer
 
 
-def start(system: Any, transfer: Any, timeout_s: float) -> TransferInfo:
-    created = convert.transfer_info(_transfers(system).add(transfer))
+def add(system: Any, transfer: Any) -> TransferInfo:
+    return convert.transfer_info(_transfers(system).add(transfer))
+
+
+def wait_serving(system: Any, transfer_id: str, timeout_s: float) -> TransferInfo:
+    """The transfer once the hosts serve it; after `timeout_s`, EngineTimeout (cancelled)."""
     try:
         return wait_for(
-            lambda: _serving(system, created.id),
+            lambda: _serving(system, transfer_id),
             timeout_s=timeout_s,
-            what=f"image transfer {created.id} to start",
+            what=f"image transfer {transfer_id} to start",
         )
     except EngineTimeout:
-        cancel(system, created.id, wait_s=0)
+        with contextlib.suppress(sdk.Error):
+            cancel(system, transfer_id, wait_s=0)
         raise
 
 

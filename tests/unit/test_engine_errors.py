@@ -9,10 +9,10 @@ import pytest
 from shared.engine.errors import (
     EngineAuthError,
     EngineConflict,
-    EngineError,
     EngineNotFound,
     EngineRejected,
     EngineTlsError,
+    EngineUnavailable,
     EngineUnreachable,
     NoGuestAgent,
     translate,
@@ -89,7 +89,7 @@ def test_certificate_problem_is_a_config_error() -> None:
 
 def test_server_error_keeps_the_status() -> None:
     error = translate(sdk_error(sdk.Error, 500, "boom"))
-    assert type(error) is EngineError and error.code == 500
+    assert isinstance(error, EngineUnavailable) and error.from_engine and error.code == 500
 
 
 def test_drover_errors_pass_through() -> None:
