@@ -2,12 +2,14 @@
 
 On a proxy VM the attach is a hot-plug: the data plane exposes the volume as a device
 named the way the guest sees it (`scsi-0QEMU_QEMU_HARDDISK_<disk id>` on VirtIO-SCSI,
-`virtio-<disk id[:20]>` on VirtIO-blk).
+`virtio-<disk id[:20]>` on VirtIO-blk). As on the engine, `logical_name` comes from the
+guest agent: empty in the answer to the attach, it appears `Timings.guest_report` later.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from ovirtsdk4 import types
 
@@ -49,11 +51,18 @@ def attachment_type(vm: Vm, attachment: Attachment) -> types.DiskAttachment:
         interface=types.DiskInterface(attachment.interface),
         bootable=attachment.bootable,
         active=attachment.active,
-        logical_name=attachment.logical_name if vm.running else None,
+        logical_name=attachment.logical_name if _reported(vm, attachment) else None,
         pass_discard=False,
         read_only=attachment.read_only,
         uses_scsi_reservation=False,
     )
+
+
+def _reported(vm: Vm, attachment: Attachment) -> bool:
+    """Has the guest agent reported the attachment's device name yet?"""
+    if not vm.running or not vm.guest_agent or attachment.reported_at is None:
+        return False
+    return time.time() >= attachment.reported_at
 
 
 def _attachment(vm: Vm, disk_id: str) -> Attachment:
@@ -157,6 +166,7 @@ def _plug(engine: Engine, vm: Vm, attachment: Attachment) -> None:
     with inv.lock:
         attachment.device = device
         attachment.logical_name = logical_name or f"/dev/disk/by-id/{device}"
+        attachment.reported_at = time.time() + engine.timings.guest_report
 
 
 def _unplug(engine: Engine, vm: Vm, attachment: Attachment) -> None:
@@ -167,6 +177,7 @@ def _unplug(engine: Engine, vm: Vm, attachment: Attachment) -> None:
     with engine.inventory.lock:
         attachment.device = None
         attachment.logical_name = None
+        attachment.reported_at = None
 
 
 # update (activate / deactivate) and remove

@@ -2,7 +2,10 @@
 
 A backup holds its disks (guest writes deferred) from start until finalize, so transfers
 read the disks as they were when it started. qcow2 disks with incremental backup enabled
-get a dirty bitmap named after the new checkpoint (`to_checkpoint_id`).
+get a dirty bitmap named after the new checkpoint (`to_checkpoint_id`), which carries the
+backup's description. As the engine (StartVmBackupCommand, StopVmBackupCommand,
+DeleteVmCheckpointCommand): a backup id is used once; finalize waits for the backup's
+image transfers to finish; any checkpoint can be removed (its child takes its parent).
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ from lab.dataplane import VolumeFormat
 from lab.engine.common import created, done, host_ref, limited, listing, ok, removed, vm_ref
 from lab.engine.context import Engine
 from lab.engine.disks import disk_type
-from lab.engine.faults import ApiError, bad_request, conflict, not_found
+from lab.engine.faults import bad_request, conflict, not_found
 from lab.engine.inventory import Backup, Checkpoint, Disk, Inventory, Vm, new_id
 from lab.engine.router import Request, Response, Router
-from lab.engine.transfers import cancel
+from lab.engine.transfers import FINISHED, cancel
 from lab.engine.xml import href, make, parse, parse_action, timestamp
 
 log = logging.getLogger(__name__)
+MAX_DESCRIPTION = 1024
 
 
 def register(router: Router) -> None:
@@ -50,6 +54,7 @@ def backup_type(backup: Backup) -> types.Backup:
         phase=types.BackupPhase(backup.phase),
         from_checkpoint_id=backup.from_checkpoint_id,
         to_checkpoint_id=backup.to_checkpoint_id,
+        description=backup.description,
         creation_date=timestamp(backup.creation_date),
         modification_date=timestamp(backup.modification_date),
         vm=vm_ref(backup.vm_id),
@@ -79,6 +84,7 @@ def checkpoint_type(vm: Vm, checkpoint: Checkpoint) -> types.Checkpoint:
         href("vms", vm.id, "checkpoints", checkpoint.id),
         id=checkpoint.id,
         parent_id=checkpoint.parent_id,
+        description=checkpoint.description,
         creation_date=timestamp(checkpoint.creation_date),
         state=types.CheckpointState(checkpoint.state),
         vm=vm_ref(vm.id),
@@ -136,6 +142,7 @@ def _new_backup(inv: Inventory, vm: Vm, spec: types.Backup) -> Backup:
         raise conflict("Cannot backup VM. Snapshot is currently being created for the VM.")
     disks = _backup_disks(inv, vm, spec)
     from_checkpoint = _from_checkpoint(vm, spec.from_checkpoint_id)
+    _check_id_and_description(inv, spec)
     incremental = {
         d.id
         for d in disks
@@ -153,7 +160,18 @@ def _new_backup(inv: Inventory, vm: Vm, spec: types.Backup) -> Backup:
         to_checkpoint_id=new_id() if bitmap_disks else None,
         host_id=hosts[0].id,
         incremental_disks=incremental,
+        description=spec.description,
     )
+
+
+def _check_id_and_description(inv: Inventory, spec: types.Backup) -> None:
+    if spec.description is not None and len(spec.description) > MAX_DESCRIPTION:
+        raise bad_request(
+            "Cannot backup VM. The VM backup description shouldn't contain more than "
+            f"{MAX_DESCRIPTION} characters."
+        )
+    if spec.id and spec.id in inv.backups:
+        raise bad_request(f"Cannot backup VM. The specified VM backup ID {spec.id} already exists.")
 
 
 def _backup_disks(inv: Inventory, vm: Vm, spec: types.Backup) -> list[Disk]:
@@ -211,7 +229,14 @@ def _start_job(engine: Engine, vm: Vm, backup: Backup) -> None:
         if backup.to_checkpoint_id:
             bitmap_disks = [d.id for d in disks if supports_incremental(d)]
             parent = vm.checkpoints[-1].id if vm.checkpoints else None
-            vm.checkpoints.append(Checkpoint(backup.to_checkpoint_id, parent, bitmap_disks))
+            vm.checkpoints.append(
+                Checkpoint(
+                    backup.to_checkpoint_id,
+                    parent,
+                    bitmap_disks,
+                    description=backup.description,  # StartVmBackupCommand.createVmCheckpoint
+                )
+            )
         _set_phase(inv, backup, "ready")
 
 
@@ -237,6 +262,8 @@ def finalize_backup(req: Request) -> Response:
     inv = engine.inventory
     with inv.lock:
         backup = inv.backup(req.params["vm"], req.params["backup"])
+        if _has_open_transfers(inv, backup):  # StopVmBackupCommand.validate
+            raise conflict("Cannot stop VM backup. There is an active image transfer for VM backup")
         if backup.phase != "ready":
             raise conflict(
                 f"Cannot stop VM backup. The VM backup is not in READY phase (phase "
@@ -245,6 +272,10 @@ def finalize_backup(req: Request) -> Response:
         _set_phase(inv, backup, "finalizing")
     engine.tasks.later(engine.timings.backup_step, lambda: _finalize_job(engine, backup))
     return done()
+
+
+def _has_open_transfers(inv: Inventory, backup: Backup) -> bool:
+    return any(t.backup_id == backup.id and t.phase not in FINISHED for t in inv.transfers.values())
 
 
 def _finalize_job(engine: Engine, backup: Backup) -> None:
@@ -305,12 +336,8 @@ def remove_checkpoint(req: Request) -> Response:
     with inv.lock:
         vm = inv.vm(req.params["vm"])
         checkpoint = _checkpoint(vm, req.params["checkpoint"])
-        if checkpoint.parent_id is not None:
-            raise ApiError(
-                400, "[Cannot remove VM checkpoint. Only the root checkpoint can be removed.]"
-            )
         if inv.active_backup(vm.id) is not None:
-            raise conflict("Cannot remove VM checkpoint. The VM is during a backup operation.")
+            raise conflict("Cannot remove checkpoint. The VM is during a backup operation.")
         chains = [inv.disks[d].refs() for d in checkpoint.disk_ids if d in inv.disks]
     for chain in chains:
         engine.dataplane.remove_bitmap(chain, checkpoint.id)
@@ -319,5 +346,5 @@ def remove_checkpoint(req: Request) -> Response:
             vm.checkpoints.remove(checkpoint)
         for other in vm.checkpoints:
             if other.parent_id == checkpoint.id:
-                other.parent_id = None
+                other.parent_id = checkpoint.parent_id
     return removed()

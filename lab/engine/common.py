@@ -34,24 +34,44 @@ def removed() -> Response:
     return Response(200, "")
 
 
-def limited(req: Request, items: list[T]) -> list[T]:
-    """Apply `max=` to a listing."""
+def max_results(req: Request) -> int | None:
+    """`max=`, when given (negative: no limit)."""
     try:
         limit = int(req.query.get("max", "-1"))
     except ValueError:
         limit = -1
-    return items if limit < 0 else items[:limit]
+    return None if limit < 0 else limit
+
+
+def limited(req: Request, items: list[T]) -> list[T]:
+    """Apply `max=` to a listing."""
+    limit = max_results(req)
+    return items if limit is None else items[:limit]
+
+
+def case_sensitive(req: Request) -> bool:
+    """`case_sensitive`: false when absent, true when given without a value (ParametersHelper)."""
+    value = req.query.get("case_sensitive")
+    return value is not None and value.lower() in ("", "true")
+
+
+def searched(
+    req: Request, items: Iterable[T], fields: dict[str, search.Field], key: Callable[[T], Any]
+) -> list[T]:
+    """`search=` (with `case_sensitive` and `page N`) and `max=` over `items`, in the
+    engine's default order (`key`, e.g. the name)."""
+    ordered = sorted(items, key=key)
+    query = req.query.get("search")
+    if not query:
+        return limited(req, ordered)
+    parsed = search.parse(query, fields, case_sensitive(req))
+    hits = [item for item in ordered if parsed.predicate(item)]
+    return limited(req, search.paged(hits, parsed.page, max_results(req)))
 
 
 def filter_by_name(req: Request, items: Iterable[T], name: Callable[[T], str]) -> list[T]:
-    """`search=name=...` for collections other than VMs."""
-    query = req.query.get("search")
-    if not query:
-        return list(items)
-    predicate = search.compile_query(
-        query, {"name": lambda item, value: search.match(name(item), value)}
-    )
-    return [item for item in items if predicate(item)]
+    """`search=name=...` (and `max=`) for collections other than VMs and disks."""
+    return searched(req, items, {"name": lambda item, value: search.match(name(item), value)}, name)
 
 
 def ref(kind: type[T], collection: str, object_id: str) -> T:

@@ -23,6 +23,10 @@ class Timings:
     backup_ttl: float = 900.0  # finished backups are removed after this long
     monitor_interval: float = 0.5  # inactivity / cleanup monitor period
     ticket_timeout: int = 24 * 3600  # imageio ticket lifetime
+    # TransferImageClientInactivityTimeoutInSeconds: a transfer's inactivity_timeout when
+    # the request names none (0 disables the check)
+    inactivity_timeout: int = 60
+    guest_report: float = 3.0  # a hot-plugged disk's logical_name appears after this long
 
 
 @dataclass

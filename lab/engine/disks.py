@@ -8,7 +8,7 @@ from ovirtsdk4 import types
 
 from lab.dataplane import DomainKind, VolumeFormat, VolumeRef
 from lab.engine import search
-from lab.engine.common import created, done, limited, listing, ok, removed, sd_ref
+from lab.engine.common import created, done, limited, listing, ok, removed, sd_ref, searched
 from lab.engine.context import Engine
 from lab.engine.faults import bad_request, conflict, incomplete, not_found
 from lab.engine.inventory import Disk, DiskState, Inventory, VmState, new_id
@@ -26,6 +26,7 @@ def register(router: Router) -> None:
     router.add("POST", "disks/{disk}/move", move_disk)
     router.add("GET", "storagedomains/{sd}/disks", list_domain_disks)
     router.add("GET", "storagedomains/{sd}/disks/{disk}", get_domain_disk)
+    router.add("DELETE", "storagedomains/{sd}/disks/{disk}", remove_domain_disk)
 
 
 def disk_type(disk: Disk, volume_id: str | None = None) -> types.Disk:
@@ -78,12 +79,8 @@ def _disk_fields() -> dict[str, search.Field]:
 def list_disks(req: Request) -> Response:
     inv = req.engine.inventory
     with inv.lock:
-        disks = list(inv.disks.values())
-        query = req.query.get("search")
-        if query:
-            predicate = search.compile_query(query, _disk_fields())
-            disks = [d for d in disks if predicate(d)]
-        return listing(limited(req, [disk_type(d) for d in disks]), "disks")
+        disks = searched(req, inv.disks.values(), _disk_fields(), lambda d: (d.name, d.id))
+        return listing([disk_type(d) for d in disks], "disks")
 
 
 def get_disk(req: Request) -> Response:
@@ -233,6 +230,15 @@ def remove_disk(req: Request) -> Response:
             )
         forget_disk(req.engine, disk)
     return removed()
+
+
+def remove_domain_disk(req: Request) -> Response:
+    """BackendStorageDomainDiskResource.remove: the disk's own remove."""
+    with req.engine.inventory.lock:
+        sd = req.engine.inventory.domain(req.params["sd"])
+        if req.engine.inventory.disk(req.params["disk"]).sd_id != sd.id:
+            raise not_found(req.params["disk"])
+    return remove_disk(req)
 
 
 def _attached_as_snapshot(inv: Inventory, disk_id: str) -> bool:

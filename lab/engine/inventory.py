@@ -144,6 +144,7 @@ class Attachment:
     logical_name: str | None = None
     device: str | None = None  # the data plane's device name on a proxy VM
     read_only: bool = False
+    reported_at: float | None = None  # when the guest agent reports `logical_name`
 
 
 @dataclass
@@ -163,6 +164,7 @@ class Checkpoint:
     disk_ids: list[str]
     creation_date: float = field(default_factory=time.time)
     state: str = "created"
+    description: str | None = None  # the backup's
 
 
 @dataclass
@@ -216,6 +218,7 @@ class Transfer:
     backing_chain: bool
     inactivity_timeout: int
     host_id: str
+    timeout_policy: str = "legacy"  # legacy | pause | cancel
     snapshot_volume: str | None = None  # set for disk snapshot transfers
     backup_id: str | None = None
     dirty_bitmap: str | None = None
@@ -238,6 +241,22 @@ class Transfer:
 
 
 @dataclass
+class Event:
+    """An audit log entry; external ones are added with `POST events`."""
+
+    id: int
+    description: str
+    severity: str  # normal | warning | error | alert
+    code: int
+    origin: str = "oVirt"
+    custom_id: int = -1
+    time: float = field(default_factory=time.time)
+    flood_rate: int = 30
+    vm_id: str | None = None
+    host_id: str | None = None
+
+
+@dataclass
 class Backup:
     id: str
     vm_id: str
@@ -246,6 +265,7 @@ class Backup:
     to_checkpoint_id: str | None
     host_id: str
     incremental_disks: set[str] = field(default_factory=set)  # disks backed up from a bitmap
+    description: str | None = None
     phase: str = "initializing"
     creation_date: float = field(default_factory=time.time)
     modification_date: float = field(default_factory=time.time)
@@ -272,6 +292,7 @@ class Inventory:
         self.disks: dict[str, Disk] = {}
         self.transfers: dict[str, Transfer] = {}
         self.backups: dict[str, Backup] = {}
+        self.events: list[Event] = []
 
     # lookups that answer 404 the way the engine does
     def vm(self, vm_id: str) -> Vm:

@@ -14,7 +14,7 @@ from lab.dataplane import VolumeFormat
 from lab.engine.common import created, disk_ref, limited, listing, ok, removed, vm_ref
 from lab.engine.context import Engine
 from lab.engine.disks import disk_type, ensure_unlocked
-from lab.engine.faults import bad_request, conflict, not_found
+from lab.engine.faults import bad_request, conflict, incomplete, not_found
 from lab.engine.inventory import Disk, DiskState, Inventory, Snapshot, Vm, VmState, new_id
 from lab.engine.router import Request, Response, Router
 from lab.engine.xml import href, make, parse, timestamp
@@ -32,6 +32,8 @@ def register(router: Router) -> None:
     router.add("GET", "vms/{vm}/snapshots/{snap}/disks/{disk}", get_snapshot_disk)
     router.add("GET", "storagedomains/{sd}/disksnapshots", list_disk_snapshots)
     router.add("GET", "storagedomains/{sd}/disksnapshots/{volume}", get_disk_snapshot)
+    router.add("GET", "disks/{disk}/disksnapshots", list_snapshots_of_disk)
+    router.add("GET", "disks/{disk}/disksnapshots/{volume}", get_snapshot_of_disk)
 
 
 # views
@@ -187,9 +189,36 @@ def get_disk_snapshot(req: Request) -> Response:
         return ok(disk_snapshot_type(inv, disk, req.params["volume"]))
 
 
+# disk snapshots of a disk (BackendDiskSnapshotsResource)
+def _of_disk(inv: Inventory, disk: Disk, volume: str) -> types.DiskSnapshot:
+    view = disk_snapshot_type(inv, disk, volume)
+    view.href = href("disks", disk.id, "disksnapshots", volume)
+    return view
+
+
+def list_snapshots_of_disk(req: Request) -> Response:
+    inv = req.engine.inventory
+    with inv.lock:
+        disk = inv.disk(req.params["disk"])
+        include_active = req.flag("include_active")
+        volumes = [v for v in disk.chain if v != disk.top or include_active]
+        return listing(limited(req, [_of_disk(inv, disk, v) for v in volumes]), "disk_snapshots")
+
+
+def get_snapshot_of_disk(req: Request) -> Response:
+    inv = req.engine.inventory
+    with inv.lock:
+        disk = inv.disk(req.params["disk"])
+        if req.params["volume"] not in disk.chain:
+            raise not_found(req.params["volume"])
+        return ok(_of_disk(inv, disk, req.params["volume"]))
+
+
 # add
 def add_snapshot(req: Request) -> Response:
     spec = parse(req.body, types.Snapshot)
+    if spec.description is None:  # BackendSnapshotsResource: validateParameters
+        raise incomplete("Snapshot", "description")
     engine = req.engine
     inv = engine.inventory
     with inv.lock:
@@ -198,15 +227,22 @@ def add_snapshot(req: Request) -> Response:
         _check_can_snapshot(inv, vm, disks, "create")
         snap = Snapshot(
             id=new_id(),
-            description=spec.description or "",
+            description=spec.description,
             status="locked",
-            persist_memorystate=bool(spec.persist_memorystate),
+            persist_memorystate=_saves_memory(vm, spec),
         )
         vm.snapshots.append(snap)
         _lock(vm, disks)
         answer = created(snapshot_type(vm, snap))
     engine.tasks.later(engine.timings.snapshot, lambda: _create_job(engine, vm, snap, disks))
     return answer
+
+
+def _saves_memory(vm: Vm, spec: types.Snapshot) -> bool:
+    """CreateSnapshotForVmParameters.saveMemory defaults to true (the API only overrides it
+    when `persist_memorystate` is given); memory is saved only from a running VM."""
+    wanted = spec.persist_memorystate is not False
+    return wanted and vm.status == VmState.UP
 
 
 def _disks_to_snapshot(inv: Inventory, vm: Vm, spec: types.Snapshot) -> list[Disk]:

@@ -12,7 +12,6 @@ from lab.engine.common import (
     cluster_ref,
     dc_ref,
     filter_by_name,
-    limited,
     listing,
     ok,
 )
@@ -25,6 +24,7 @@ from lab.engine.inventory import (
     Inventory,
     StorageDomain,
     Tag,
+    stable_id,
 )
 from lab.engine.router import Request, Response, Router
 from lab.engine.xml import API, href, make, timestamp
@@ -48,6 +48,8 @@ def register(router: Router) -> None:
     router.add("GET", "clusters/{cluster}", get_cluster)
     router.add("GET", "hosts", list_hosts)
     router.add("GET", "hosts/{host}", get_host)
+    router.add("GET", "networks", list_networks)
+    router.add("GET", "networks/{network}", get_network)
     router.add("GET", "storagedomains", list_domains)
     router.add("GET", "storagedomains/{sd}", get_domain)
     router.add("GET", "tags", list_tags)
@@ -108,7 +110,7 @@ def dc_type(dc: DataCenter) -> types.DataCenter:
 def list_dcs(req: Request) -> Response:
     with req.engine.inventory.lock:
         dcs = filter_by_name(req, req.engine.inventory.data_centers.values(), lambda d: d.name)
-        return listing(limited(req, [dc_type(d) for d in dcs]), "data_centers")
+        return listing([dc_type(d) for d in dcs], "data_centers")
 
 
 def _dc(inv: Inventory, dc_id: str) -> DataCenter:
@@ -149,6 +151,46 @@ def get_dc_domain(req: Request) -> Response:
         return ok(domain_type(inv, sd, dc))
 
 
+# networks: the management network of each data center
+MANAGEMENT_NETWORK = "ovirtmgmt"
+
+
+def network_id(dc: DataCenter) -> str:
+    return stable_id("network", f"{dc.name}/{MANAGEMENT_NETWORK}")
+
+
+def network_type(dc: DataCenter) -> types.Network:
+    network_id_ = network_id(dc)
+    return make(
+        types.Network,
+        href("networks", network_id_),
+        id=network_id_,
+        name=MANAGEMENT_NETWORK,
+        description="Management Network",
+        data_center=dc_ref(dc.id),
+        mtu=0,
+        stp=False,
+        port_isolation=False,
+        usages=[types.NetworkUsage.VM],
+        vdsm_name=MANAGEMENT_NETWORK,
+    )
+
+
+def list_networks(req: Request) -> Response:
+    with req.engine.inventory.lock:
+        dcs = list(req.engine.inventory.data_centers.values())
+        items = filter_by_name(req, dcs, lambda dc: MANAGEMENT_NETWORK)
+        return listing([network_type(dc) for dc in items], "networks")
+
+
+def get_network(req: Request) -> Response:
+    with req.engine.inventory.lock:
+        for dc in req.engine.inventory.data_centers.values():
+            if network_id(dc) == req.params["network"]:
+                return ok(network_type(dc))
+    raise not_found(req.params["network"])
+
+
 # clusters and hosts
 def cluster_type(cluster: Cluster) -> types.Cluster:
     return make(
@@ -168,7 +210,7 @@ def cluster_type(cluster: Cluster) -> types.Cluster:
 def list_clusters(req: Request) -> Response:
     with req.engine.inventory.lock:
         items = filter_by_name(req, req.engine.inventory.clusters.values(), lambda c: c.name)
-        return listing(limited(req, [cluster_type(c) for c in items]), "clusters")
+        return listing([cluster_type(c) for c in items], "clusters")
 
 
 def get_cluster(req: Request) -> Response:
@@ -199,7 +241,7 @@ def host_type(host: Host) -> types.Host:
 def list_hosts(req: Request) -> Response:
     with req.engine.inventory.lock:
         items = filter_by_name(req, req.engine.inventory.hosts.values(), lambda h: h.name)
-        return listing(limited(req, [host_type(h) for h in items]), "hosts")
+        return listing([host_type(h) for h in items], "hosts")
 
 
 def get_host(req: Request) -> Response:
@@ -269,7 +311,7 @@ def list_domains(req: Request) -> Response:
     inv = req.engine.inventory
     with inv.lock:
         items = filter_by_name(req, inv.domains.values(), lambda sd: sd.name)
-        return listing(limited(req, [domain_type(inv, sd) for sd in items]), "storage_domains")
+        return listing([domain_type(inv, sd) for sd in items], "storage_domains")
 
 
 def get_domain(req: Request) -> Response:
@@ -297,7 +339,7 @@ def tag_type(tag: Tag) -> types.Tag:
 def list_tags(req: Request) -> Response:
     with req.engine.inventory.lock:
         items = filter_by_name(req, req.engine.inventory.tags.values(), lambda t: t.name)
-        return listing(limited(req, [tag_type(t) for t in items]), "tags")
+        return listing([tag_type(t) for t in items], "tags")
 
 
 def get_tag(req: Request) -> Response:

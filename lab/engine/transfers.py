@@ -4,6 +4,11 @@ disk of a running backup, through imageio tickets on a host and on the engine's 
 Phases: INITIALIZING -> TRANSFERRING -> (finalize) FINALIZING_SUCCESS -> FINISHED_SUCCESS,
 or (cancel / inactivity) CANCELLED_* -> FINALIZING_FAILURE -> FINISHED_FAILURE. Finished
 transfers stay listed for `Timings.finished_ttl`, then disappear (404), like the engine.
+
+As TransferDiskImageCommand: a disk plugged into a VM that is not Down is transferred only
+through a backup or a disk snapshot; a backup's transfer is never qcow2; an idle transfer
+follows its `timeout_policy` (legacy: downloads are cancelled, uploads paused; pause;
+cancel); a failed or cancelled upload leaves its disk ILLEGAL and the disk is removed.
 """
 
 from __future__ import annotations
@@ -17,14 +22,14 @@ from ovirtsdk4 import types
 from lab.dataplane import VolumeFormat, VolumeRef
 from lab.engine.common import created, disk_ref, done, host_ref, limited, listing, ok
 from lab.engine.context import Engine
-from lab.engine.disks import ensure_unlocked
+from lab.engine.disks import ensure_unlocked, forget_disk
 from lab.engine.faults import bad_request, conflict, incomplete
-from lab.engine.inventory import Backup, Disk, DiskState, Inventory, Transfer, new_id
+from lab.engine.inventory import Backup, Disk, DiskState, Inventory, Transfer, VmState, new_id
 from lab.engine.router import Request, Response, Router
 from lab.engine.xml import href, make, parse, parse_action
 
 log = logging.getLogger(__name__)
-DEFAULT_INACTIVITY_TIMEOUT = 60
+FINISHED = ("finished_success", "finished_failure")  # ImageTransferPhase.isFinished()
 
 
 def register(router: Router) -> None:
@@ -47,7 +52,7 @@ def transfer_type(transfer: Transfer) -> types.ImageTransfer:
         inactivity_timeout=transfer.inactivity_timeout,
         active=transfer.phase == "transferring",
         shallow=not transfer.backing_chain,
-        timeout_policy=types.ImageTransferTimeoutPolicy.LEGACY,
+        timeout_policy=types.ImageTransferTimeoutPolicy(transfer.timeout_policy),
         transferred=transfer.transferred,
         disk=disk_ref(transfer.disk_id),
         image=make(
@@ -84,7 +89,7 @@ def add_transfer(req: Request) -> Response:
     engine = req.engine
     inv = engine.inventory
     with inv.lock:
-        transfer = _new_transfer(inv, spec)
+        transfer = _new_transfer(inv, spec, engine.timings.inactivity_timeout)
         disk = inv.disk(transfer.disk_id)
         disk.transfer_id = transfer.id
         if transfer.backup_id is None:
@@ -96,14 +101,20 @@ def add_transfer(req: Request) -> Response:
     return answer
 
 
-def _new_transfer(inv: Inventory, spec: types.ImageTransfer) -> Transfer:
+def _new_transfer(inv: Inventory, spec: types.ImageTransfer, default_timeout: int) -> Transfer:
     direction = spec.direction.value if spec.direction else "upload"
     backup = _backup_of(inv, spec)
     disk, volume = _target(inv, spec, backup)
     if backup is None:
+        if volume == disk.top:  # not a disk snapshot
+            _ensure_not_plugged(inv, disk)
         ensure_unlocked(disk, "transfer image")
     elif disk.transfer_id is not None:
         raise conflict(f"Cannot transfer image. Disk {disk.name} is being transferred.")
+    if backup is not None and spec.format == types.DiskFormat.COW:
+        raise bad_request(
+            "Cannot transfer Virtual Disk. The specified format is not applicable for VM backup."
+        )
     fmt = VolumeFormat(spec.format.value) if spec.format else disk.volume_format(volume)
     if backup is not None and direction == "download":
         fmt = VolumeFormat.RAW
@@ -116,12 +127,30 @@ def _new_transfer(inv: Inventory, spec: types.ImageTransfer) -> Transfer:
         format=fmt,
         volume_id=volume,
         backing_chain=fmt == VolumeFormat.RAW and not spec.shallow,
-        inactivity_timeout=spec.inactivity_timeout or DEFAULT_INACTIVITY_TIMEOUT,
+        inactivity_timeout=(
+            default_timeout if spec.inactivity_timeout is None else spec.inactivity_timeout
+        ),
         host_id=_host(inv, spec, disk),
+        timeout_policy=spec.timeout_policy.value if spec.timeout_policy else "legacy",
         snapshot_volume=volume if spec.snapshot is not None else None,
         backup_id=backup.id if backup else None,
         dirty_bitmap=_dirty_bitmap(backup, disk),
     )
+
+
+def _ensure_not_plugged(inv: Inventory, disk: Disk) -> None:
+    """DiskValidator.isDiskPluggedToAnyNonDownVm: no VM other than Down has it plugged."""
+    names = sorted(
+        vm.name
+        for vm in inv.vms.values()
+        if vm.status != VmState.DOWN
+        and any(a.disk_id == disk.id and a.active for a in vm.attachments)
+    )
+    if names:
+        raise conflict(
+            f"Cannot transfer Virtual Disk. The disk {disk.name} is plugged to non-Down VMs: "
+            + ",".join(names)
+        )
 
 
 def _backup_of(inv: Inventory, spec: types.ImageTransfer) -> Backup | None:
@@ -277,16 +306,32 @@ def _end(engine: Engine, transfer: Transfer, finalizing: str, finished: str) -> 
     with inv.lock:
         transfer.phase = finalizing
     _cleanup(engine, transfer)
+    failed_upload = transfer.direction == "upload" and finished == "finished_failure"
     with inv.lock:
         disk = inv.disks.get(transfer.disk_id)
         if disk is not None and disk.transfer_id == transfer.id:
             disk.transfer_id = None
             if disk.lock_reason == "transfer":
-                disk.status = DiskState.OK
+                disk.status = DiskState.ILLEGAL if failed_upload else DiskState.OK
                 disk.lock_reason = ""
+        inv.changed.notify_all()
+    if failed_upload:
+        _remove_failed_upload(engine, transfer.disk_id)
+    with inv.lock:
         transfer.phase = finished
         transfer.finished_at = time.time()
         inv.changed.notify_all()
+
+
+def _remove_failed_upload(engine: Engine, disk_id: str) -> None:
+    """TransferDiskImageCommand.endWithFailure: an upload that failed or was cancelled
+    left its disk ILLEGAL; the engine removes the disk (RemoveDisk)."""
+    engine.tasks.sleep(engine.timings.disk_op)
+    with engine.inventory.lock:
+        disk = engine.inventory.disks.get(disk_id)
+        if disk is not None and disk.status == DiskState.ILLEGAL:
+            log.info("removing disk %s of a failed upload", disk_id)
+            forget_disk(engine, disk)
 
 
 def _cleanup(engine: Engine, transfer: Transfer) -> None:
@@ -340,6 +385,18 @@ def _check_activity(engine: Engine, transfer: Transfer, host: str) -> None:
         transfer.transferred = int(status.get("transferred", 0) or 0)  # type: ignore[call-overload]
         if transfer.phase != "transferring":
             return
-        if idle > transfer.inactivity_timeout and not status.get("active"):
-            log.info("transfer %s idle for %.0fs: cancelling", transfer.id, idle)
-            cancel(engine, transfer, "cancelled_system")
+        timeout = transfer.inactivity_timeout
+        if timeout > 0 and idle > timeout and not status.get("active"):
+            _on_inactivity(engine, transfer, idle)
+
+
+def _on_inactivity(engine: Engine, transfer: Transfer, idle: float) -> None:
+    """TransferDiskImageCommand.stopTransferIfNecessary (caller holds the lock)."""
+    policy = transfer.timeout_policy
+    if policy == "pause" or (policy == "legacy" and transfer.direction == "upload"):
+        log.info("transfer %s idle for %.0fs: pausing", transfer.id, idle)
+        transfer.phase = "paused_system"
+        engine.inventory.changed.notify_all()
+        return
+    log.info("transfer %s idle for %.0fs: cancelling", transfer.id, idle)
+    cancel(engine, transfer, "cancelled_system")

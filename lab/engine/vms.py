@@ -16,10 +16,10 @@ from lab.engine.common import (
     created,
     done,
     host_ref,
-    limited,
     listing,
     ok,
     removed,
+    searched,
     vm_ref,
 )
 from lab.engine.context import Engine
@@ -56,6 +56,7 @@ def register(router: Router) -> None:
     router.add("GET", "vms/{vm}/tags/{tag}", get_vm_tag)
     router.add("DELETE", "vms/{vm}/tags/{tag}", remove_vm_tag)
     router.add("GET", "vms/{vm}/nics", list_vm_nics)
+    router.add("GET", "vms/{vm}/reporteddevices", list_reported_devices)
 
 
 # the API view
@@ -171,13 +172,9 @@ def list_vms(req: Request) -> Response:
     inv = req.engine.inventory
     all_content = req.flag("all_content")
     with inv.lock:
-        vms = list(inv.vms.values())
-        query = req.query.get("search")
-        if query:
-            predicate = search.compile_query(query, _search_fields(inv))
-            vms = [vm for vm in vms if predicate(vm)]
+        vms = searched(req, inv.vms.values(), _search_fields(inv), lambda vm: vm.name)
         views = [_followed(inv, vm, vm_type(inv, vm, all_content), req) for vm in vms]
-        return listing(limited(req, views), "vms")
+        return listing(views, "vms")
 
 
 def get_vm(req: Request) -> Response:
@@ -419,11 +416,15 @@ def remove_vm_tag(req: Request) -> Response:
 
 
 # NICs: one per VM, enough for products that record the configuration
+def _mac(vm: Vm) -> str:
+    digest = hashlib.sha1(vm.id.encode()).hexdigest()
+    return "56:6f:" + ":".join(digest[i : i + 2] for i in range(0, 8, 2))
+
+
 def list_vm_nics(req: Request) -> Response:
     with req.engine.inventory.lock:
         vm = req.engine.inventory.vm(req.params["vm"])
-        digest = hashlib.sha1(vm.id.encode()).hexdigest()
-        mac = "56:6f:" + ":".join(digest[i : i + 2] for i in range(0, 8, 2))
+        mac = _mac(vm)
         nic_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{vm.id}/nic1"))
         nic = make(
             types.Nic,
@@ -437,3 +438,29 @@ def list_vm_nics(req: Request) -> Response:
             vm=vm_ref(vm.id),
         )
         return listing([nic], "nics")
+
+
+# what the guest agent reports: the guest's network interface, while it runs
+def list_reported_devices(req: Request) -> Response:
+    with req.engine.inventory.lock:
+        vm = req.engine.inventory.vm(req.params["vm"])
+        if not (vm.guest_agent and vm.status == VmState.UP):
+            return listing([], "reported_devices")
+        device_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{vm.id}/eth0"))
+        device = make(
+            types.ReportedDevice,
+            href("vms", vm.id, "reporteddevices", device_id),
+            id=device_id,
+            name="eth0",
+            description="guest reported data",
+            type=types.ReportedDeviceType.NETWORK,
+            mac=types.Mac(address=_mac(vm)),
+            ips=[types.Ip(address=_guest_ip(vm), version=types.IpVersion.V4)],
+            vm=vm_ref(vm.id),
+        )
+        return listing([device], "reported_devices")
+
+
+def _guest_ip(vm: Vm) -> str:
+    digest = hashlib.sha1(vm.id.encode()).digest()
+    return f"10.{digest[0]}.{digest[1]}.{digest[2] % 250 + 2}"

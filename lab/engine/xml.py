@@ -19,8 +19,10 @@ LINKS: dict[type, tuple[str, ...]] = {
         "clusters",
         "datacenters",
         "disks",
+        "events",
         "hosts",
         "imagetransfers",
+        "networks",
         "storagedomains",
         "tags",
         "templates",
@@ -28,7 +30,18 @@ LINKS: dict[type, tuple[str, ...]] = {
     ),
     types.DataCenter: ("clusters", "storagedomains"),
     types.StorageDomain: ("disks", "disksnapshots"),
-    types.Vm: ("backups", "checkpoints", "diskattachments", "nics", "snapshots", "tags"),
+    types.Vm: (
+        "backups",
+        "checkpoints",
+        "diskattachments",
+        "nics",
+        "permissions",
+        "reporteddevices",
+        "snapshots",
+        "statistics",
+        "tags",
+    ),
+    types.Disk: ("disksnapshots", "permissions", "statistics"),
     types.Snapshot: ("disks",),
     types.Backup: ("disks",),
     types.Checkpoint: ("disks",),
@@ -53,8 +66,8 @@ def timestamp(seconds: float) -> datetime.datetime:
 def render(obj: Any, tag: str | None = None) -> str:
     """One object as XML, with the engine's links to its sub-collections."""
     text = str(writer.Writer.write(obj, root=tag))
-    rels = LINKS.get(type(obj), ())
-    if not rels or obj.href is None:
+    rels = _rels(obj)
+    if not rels:
         return text
     links = "".join(f'<link href="{obj.href}/{rel}" rel="{rel}"/>' for rel in rels)
     if text.endswith("/>"):
@@ -62,6 +75,16 @@ def render(obj: Any, tag: str | None = None) -> str:
         return f"{text[:-2]}>{links}</{start}>"
     close = text.rindex("</")
     return text[:close] + links + text[close:]
+
+
+def _rels(obj: Any) -> tuple[str, ...]:
+    """The links of `obj`; a disk has them only at `disks/<id>` (not as a snapshot's)."""
+    link = getattr(obj, "href", None)
+    if link is None:
+        return ()
+    if isinstance(obj, types.Disk) and link != href("disks", obj.id):
+        return ()
+    return LINKS.get(type(obj), ())
 
 
 def render_list(objs: list[Any], root: str) -> str:
