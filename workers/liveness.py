@@ -47,11 +47,13 @@ class Keeper(threading.Thread):
         self._stopped = threading.Event()
 
     def run(self) -> None:
-        while not self._stopped.wait(self._every_s):
+        while True:
             try:
                 self._beat()
             except Exception as error:  # a broker outage: try again next beat
                 log.warning("liveness beat failed", error=str(error))
+            if self._stopped.wait(self._every_s):
+                return
 
     def stop(self) -> None:
         self._stopped.set()
