@@ -1,30 +1,49 @@
 """The HTTP API (FastAPI): managers, policies, runs, jobs, backups, restores.
 
-Every endpoint but `/health` needs a bearer token (see `orchestrator.auth`). Errors come back
-as `{"detail": "..."}` with 400 (bad input), 401, 404, 409 (conflict) or 502 (the engine or
-another service failed); a stack trace never reaches a client.
+Every endpoint but `/health` and the API's own documentation needs a bearer token (see
+`orchestrator.auth`), checked by `RequestGate` before any of the body is read; bodies are
+capped at MAX_BODY_BYTES. Errors come back as `{"detail": "..."}` with 400 (bad input), 401,
+404, 409 (conflict), 413 (body too large) or 502 (the engine or another service failed); a
+stack trace never reaches a client, and input is quoted in errors only in part.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orchestrator.auth import TOKEN_HINT, TokenAuth, is_loopback
+from orchestrator.auth import TOKEN_HINT, UNAUTHORIZED, TokenAuth, is_loopback
 from orchestrator.managers import Manager
 from orchestrator.policies import Policy, describe_error_items
-from orchestrator.service import Conflict, NotFound, RestoreIn, Service, build_service
+from orchestrator.service import (
+    MAX_LOCATION_CHARS,
+    Conflict,
+    NotFound,
+    RestoreIn,
+    Service,
+    build_service,
+)
 from shared.errors import ConfigError, DroverError, ServiceError
 from shared.logging import get_logger
 from shared.settings import Settings
 from shared.state import VmLocked
+from shared.units import format_size
 
 log = get_logger(__name__)
 DEFAULT_PORT = 8400
+MAX_BODY_BYTES = 1 << 20  # policies and managers are a few KiB
+MAX_DETAIL_CHARS = 2000  # an error's detail, whatever input it describes
+MAX_QUOTED_CHARS = 64  # of one input value quoted in an error
+MAX_PROBLEMS = 10  # validation problems described in one error
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+REPOSITORY_DOC = "an absolute path or a file:// URL; empty: the settings' repository"
+RepositoryQuery = Annotated[str, Query(max_length=MAX_LOCATION_CHARS, description=REPOSITORY_DOC)]
 
 
 def create_app(service: Service, auth: TokenAuth) -> FastAPI:
@@ -38,7 +57,74 @@ def create_app(service: Service, auth: TokenAuth) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected_error)
     app.include_router(_health_router(service))
     app.include_router(_router(service), dependencies=[Depends(auth)])
+    app.add_middleware(RequestGate, auth=auth)
     return app
+
+
+class RequestGate:
+    """ASGI middleware: the token is checked before anything of the body is read, and a body
+    is read only up to `max_body` bytes (413 beyond), so no request makes the API buffer more
+    than that, and none without a token makes it buffer anything."""
+
+    def __init__(self, app: ASGIApp, auth: TokenAuth, max_body: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.auth = auth
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        token = headers.get("authorization")
+        if scope["path"] not in PUBLIC_PATHS and not self.auth.accepts(token):
+            challenge = {"WWW-Authenticate": "Bearer"}
+            await JSONResponse({"detail": UNAUTHORIZED}, 401, challenge)(scope, receive, send)
+            return
+        try:
+            body = await self._body(headers, receive)
+        except _Disconnected:
+            return
+        if body is None:
+            detail = (
+                f"the request body is larger than {format_size(self.max_body)}, "
+                "the most the Drover API accepts"
+            )
+            await JSONResponse({"detail": detail}, 413)(scope, receive, send)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _body(self, headers: Headers, receive: Receive) -> bytes | None:
+        """The whole body, or None once it is (or is declared) larger than `max_body`."""
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            return None
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise _Disconnected
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body:
+                return None
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+
+class _Disconnected(Exception):
+    """The client went away before it sent the whole body."""
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the body read already, then whatever comes next (a disconnect)."""
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replayed
 
 
 def _health_router(service: Service) -> APIRouter:
@@ -130,12 +216,12 @@ def _job_routes(router: APIRouter, service: Service) -> None:
         return service.job(job_id)
 
     @router.get("/backups", tags=["backups"])
-    def list_backups(repository: str = "") -> list[dict[str, Any]]:
+    def list_backups(repository: RepositoryQuery = "") -> list[dict[str, Any]]:
         """Backups in a repository (default: the settings' repository), oldest first."""
         return service.backups(repository)
 
     @router.get("/backups/{backup_id}", tags=["backups"])
-    def get_backup(backup_id: str, repository: str = "") -> dict[str, Any]:
+    def get_backup(backup_id: str, repository: RepositoryQuery = "") -> dict[str, Any]:
         return service.backup(backup_id, repository)
 
     @router.post("/restores", status_code=status.HTTP_202_ACCEPTED, tags=["restores"])
@@ -170,13 +256,38 @@ def status_for(error: DroverError) -> int:
 
 async def _drover_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, DroverError)
-    return JSONResponse({"detail": str(error)}, status_code=status_for(error))
+    return JSONResponse({"detail": clipped(str(error))}, status_code=status_for(error))
 
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    detail = describe_error_items(list(error.errors()), _body_model(request))
-    return JSONResponse({"detail": detail}, status_code=status.HTTP_400_BAD_REQUEST)
+    items = list(error.errors())
+    detail = describe_error_items(
+        [_quoted_briefly(i) for i in items[:MAX_PROBLEMS]], _body_model(request)
+    )
+    if len(items) > MAX_PROBLEMS:
+        detail += f"; and {len(items) - MAX_PROBLEMS} more problems"
+    return JSONResponse({"detail": clipped(detail)}, status_code=status.HTTP_400_BAD_REQUEST)
+
+
+def clipped(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """`text`, cut to `limit` characters with a note saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+def _quoted_briefly(item: Any) -> dict[str, Any]:
+    """A pydantic error item whose input (and its quotes in the message) is at most
+    MAX_QUOTED_CHARS long; input that is no string is left out (the message says enough)."""
+    shown = {k: v for k, v in item.items() if k not in ("input", "ctx", "url")}
+    value = item.get("input")
+    if isinstance(value, str):
+        short = clipped(value, MAX_QUOTED_CHARS)
+        shown["input"] = short
+        if short != value:
+            shown["msg"] = str(item.get("msg", "")).replace(repr(value), repr(short))
+    return shown
 
 
 async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:

@@ -18,6 +18,10 @@ from pydantic import SecretStr
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 _BEARER = HTTPBearer(auto_error=False, description="one of the tokens in DROVER_API_TOKENS")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+UNAUTHORIZED = (
+    "missing or wrong API token: send 'Authorization: Bearer TOKEN' "
+    "with one of the tokens in DROVER_API_TOKENS (the CLI reads DROVER_API_TOKEN)"
+)
 TOKEN_HINT = (
     "set DROVER_API_TOKENS='[\"<a long random token>\"]' (e.g. from `openssl rand -hex 32`)"
 )
@@ -45,10 +49,19 @@ class TokenAuth:
         if credentials is None or not token_matches(credentials.credentials, self.tokens):
             raise HTTPException(
                 status_code=status.HTTP_401_UNAUTHORIZED,
-                detail="missing or wrong API token: send 'Authorization: Bearer TOKEN' "
-                "with one of the tokens in DROVER_API_TOKENS (the CLI reads DROVER_API_TOKEN)",
+                detail=UNAUTHORIZED,
                 headers={"WWW-Authenticate": "Bearer"},
             )
+
+    def accepts(self, authorization: str | None) -> bool:
+        """Whether an `Authorization` header value carries a configured bearer token."""
+        if not self.enabled:
+            return True
+        scheme, _, presented = (authorization or "").partition(" ")
+        presented = presented.strip()  # as fastapi's HTTPBearer reads it
+        return (
+            scheme.lower() == "bearer" and bool(presented) and token_matches(presented, self.tokens)
+        )
 
 
 def is_loopback(host: str) -> bool:

@@ -2,22 +2,32 @@
 
 The password is stored (workers need it to talk to the engine) but never shown: every view
 for an operator replaces it with `***`.
+
+`connect` is how the orchestrator reaches an engine: it first checks, within
+PROBE_TIMEOUT_S, that something answers HTTP at the engine URL, because the SDK's login has no
+timeout of its own (libcurl waits up to 300 s for a connection that nobody answers).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from orchestrator.policies import NAME_HINT, NAME_PATTERN
+from shared.engine.errors import EngineUnreachable
 from shared.engine.validation import validate_engine_url, validate_username
 from shared.errors import ConfigError
 from shared.settings import EngineSettings
 
+if TYPE_CHECKING:
+    from shared.engine.client import EngineClient
+
 KIND = "manager"
 HIDDEN = "***"
+PROBE_TIMEOUT_S = 5.0  # for each of connecting, sending and reading the answer
 
 
 class Manager(BaseModel):
@@ -60,6 +70,43 @@ def checked_manager(manager: Manager) -> Manager:
             "url": validate_engine_url(manager.url),
             "username": validate_username(manager.username),
         }
+    )
+
+
+def connect(settings: EngineSettings) -> EngineClient:
+    """`EngineClient.connect`, after `probe` found the engine answering; an API caller
+    waits for an engine outage seconds, not the workers' minutes."""
+    from shared.engine.client import EngineClient
+    from shared.engine.retry import INTERACTIVE
+
+    probe(settings.url, PROBE_TIMEOUT_S)
+    return EngineClient.connect(settings, retry=INTERACTIVE)
+
+
+def probe(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """EngineUnreachable unless something answers HTTP at the engine URL within `timeout_s`.
+
+    Only reachability is probed: any answer will do (the API answers 401 without
+    credentials), no credentials are sent, and the certificate is left to the SDK, which
+    checks it against the manager's CA file when it logs in right after.
+    """
+    url = validate_engine_url(url)
+    try:
+        with (
+            httpx.Client(verify=False, timeout=timeout_s) as client,  # reachability only
+            client.stream("GET", url),  # the status line and headers; the body is not read
+        ):
+            pass
+    except httpx.TimeoutException:
+        reason = f"no answer within {timeout_s:g} s"
+    except httpx.HTTPError as e:
+        reason = str(e) or type(e).__name__
+    else:
+        return
+    raise EngineUnreachable(
+        f"the engine at {url} does not answer: {reason}",
+        hint="check the engine URL, the network and that the engine is up",
+        reached=False,
     )
 
 

@@ -8,10 +8,12 @@ the repository), so the use cases run against fakes in unit tests and the real t
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -32,11 +34,17 @@ from shared.jobs import RestoreRequest
 from shared.logging import get_logger
 from shared.modes import mode_for
 from shared.modes.auto import VmFacts, choose_mode
+from shared.repository.manifest import check_id
 from shared.settings import EngineSettings, Settings
 from shared.state import JobState, JobStatus, StateStore, new_job_id
 
 log = get_logger(__name__)
 POLICY = "policy"
+JOB_ID = re.compile(r"[0-9a-f]{32}")  # what new_job_id() makes: uuid4().hex
+MAX_LOCATION_CHARS = 1024  # of a repository location a client gives
+MAX_NAME_BYTES = 255  # of one component of a path (NAME_MAX)
+MAX_QUOTED_CHARS = 64  # of an input value quoted in an error
+REPOSITORY_HINT = "give an absolute path or a file:// URL, e.g. /srv/backups, file:///srv/backups"
 
 
 class NotFound(DroverError):
@@ -83,7 +91,7 @@ class RestoreIn(BaseModel):
     cluster: str = ""
     storage_domain: str = ""
     manager: str = Field(default="", pattern=f"({NAME_PATTERN})|^$")
-    repository: str = ""
+    repository: str = Field(default="", max_length=MAX_LOCATION_CHARS)  # see check_repository
 
 
 @dataclass
@@ -155,7 +163,10 @@ class Service:
         if name:
             data = _with_name(data, name)
         policy = validate_policy(data)
+        check_length(policy.repository)  # before a message quotes it whole
         refuse_unsupported(policy)
+        if policy.repository:
+            check_repository(policy.repository)
         if create and self.state.document(POLICY, policy.name):
             raise Conflict(
                 f"policy {policy.name!r} already exists",
@@ -254,7 +265,7 @@ class Service:
         return [job_view(job) for job in self.state.jobs(limit)]
 
     def job(self, job_id: str) -> dict[str, Any]:
-        job = self.state.job(job_id)
+        job = self.state.job(check_job_id(job_id))
         if job is None:
             raise NotFound(f"job {job_id!r} does not exist", hint="list jobs with `drover jobs`")
         view = job_view(job)
@@ -264,16 +275,27 @@ class Service:
 
     # backups and restores --------------------------------------------------------------
     def backups(self, repository: str = "") -> list[dict[str, Any]]:
-        location = repository or self.settings.default_repository
-        if "://" not in location and not Path(location).exists():
-            return []
-        return [backup_view(b) for b in self.open_repository(location).list_backups()]
+        """`repository` is a client's: checked (`check_repository`); empty: the settings'."""
+        location = self._location(repository)
+        try:
+            if "://" not in location and not Path(location).exists():
+                return []
+            return [backup_view(b) for b in self.open_repository(location).list_backups()]
+        except OSError as e:
+            raise ConfigError(
+                f"cannot read repository {quoted(location)}: {e.strerror or e}",
+                hint="check the repository location and its permissions on the API host",
+            ) from None
+
+    def _location(self, repository: str) -> str:
+        return check_repository(repository) if repository else self.settings.default_repository
 
     def backup(self, backup_id: str, repository: str = "") -> dict[str, Any]:
+        check_backup_id(backup_id)
         for backup in self.backups(repository):
             if backup["backup_id"] == backup_id:
                 return backup
-        location = repository or self.settings.default_repository
+        location = self._location(repository)
         raise NotFound(
             f"backup {backup_id!r} is not in repository {location}",
             hint="list backups with `drover backups`",
@@ -281,8 +303,8 @@ class Service:
 
     def restore(self, data: dict[str, Any]) -> dict[str, Any]:
         spec = _restore_input(data)
-        repository = spec.repository or self.settings.default_repository
-        backup = self.backup(spec.backup_id, repository)
+        backup = self.backup(spec.backup_id, spec.repository)
+        repository = self._location(spec.repository)
         manager = self._restore_manager(spec.manager)
         request = RestoreRequest(
             job_id=new_job_id(),
@@ -329,6 +351,78 @@ class Service:
             error = f"could not queue the restore: {e}"
             self.state.set_status(request.job_id, JobStatus.FAILED, error)
             raise ServiceError(error, hint="check that the broker is reachable") from e
+
+
+# checks of what clients give -------------------------------------------------------------
+
+
+def quoted(value: str) -> str:
+    """`value` quoted for an error message, cut to MAX_QUOTED_CHARS."""
+    if len(value) > MAX_QUOTED_CHARS:
+        return repr(value[:MAX_QUOTED_CHARS]) + f"... ({len(value)} characters)"
+    return repr(value)
+
+
+def check_job_id(job_id: str) -> str:
+    """Job ids become Redis keys: only what `new_job_id` makes is one (404 otherwise)."""
+    if not JOB_ID.fullmatch(job_id):
+        raise NotFound(
+            f"job {quoted(job_id)} does not exist: job ids are 32 lowercase hexadecimal digits",
+            hint="list jobs with `drover jobs`",
+        )
+    return job_id
+
+
+def check_backup_id(backup_id: str) -> str:
+    """A backup id as the repository checks it (`check_id`), quoted only in part."""
+    try:
+        return check_id(backup_id, "backup id")
+    except ConfigError as e:
+        raise ConfigError(f"backup id {quoted(backup_id)} is not valid", hint=e.hint) from None
+
+
+def check_repository(location: str) -> str:
+    """A repository location from a client: an absolute path or a file:// URL whose path the
+    filesystem can take (S3 is not supported yet)."""
+    shown = f"repository {quoted(location)}"
+    check_length(location)
+    path = _repository_path(location, shown)
+    if not (location.isprintable() and path.isprintable()):
+        raise ConfigError(f"{shown} contains control characters", hint=REPOSITORY_HINT)
+    if not path.startswith("/"):
+        raise ConfigError(f"{shown} is not an absolute path", hint=REPOSITORY_HINT)
+    if any(len(part.encode()) > MAX_NAME_BYTES for part in path.split("/")):
+        raise ConfigError(f"{shown} has a path component longer than {MAX_NAME_BYTES} bytes")
+    return location
+
+
+def check_length(location: str) -> None:
+    if len(location) > MAX_LOCATION_CHARS:
+        raise ConfigError(
+            f"repository {quoted(location)} is longer than {MAX_LOCATION_CHARS} characters",
+            hint=REPOSITORY_HINT,
+        )
+
+
+def _repository_path(location: str, shown: str) -> str:
+    if "://" not in location:
+        return location
+    try:
+        url = urlparse(location)
+    except ValueError:
+        raise ConfigError(f"{shown} is not a valid URL", hint=REPOSITORY_HINT) from None
+    if url.scheme == "s3":
+        raise ConfigError(
+            f"{shown}: S3 repositories are not supported yet",
+            hint="use a filesystem path or a file:// URL (an S3 bucket can be mounted)",
+        )
+    if url.scheme != "file":
+        raise ConfigError(f"{shown} is neither a path nor a file:// URL", hint=REPOSITORY_HINT)
+    if url.netloc not in ("", "localhost") or url.params or url.query or url.fragment:
+        raise ConfigError(
+            f"{shown} is not a plain file:// URL of this host", hint="write file:///path"
+        )
+    return unquote(url.path)
 
 
 # views and helpers ---------------------------------------------------------------------
@@ -390,7 +484,6 @@ def _restore_input(data: dict[str, Any]) -> RestoreIn:
 
 def build_service(settings: Settings) -> Service:
     """The service wired to the real engine client, Celery app and repository."""
-    from shared.engine.client import EngineClient
     from shared.repository.repository import Repository
     from workers import canvas
     from workers.app import create_app
@@ -399,7 +492,7 @@ def build_service(settings: Settings) -> Service:
     return Service(
         state=StateStore.from_url(settings.redis_url),
         settings=settings,
-        connect=EngineClient.connect,
+        connect=mgr.connect,  # EngineClient.connect, failing fast on an engine that is silent
         submit_backup=functools.partial(canvas.submit_backup, app),
         submit_restore=functools.partial(canvas.submit_restore, app),
         open_repository=functools.partial(Repository.open, create=False),

@@ -43,6 +43,7 @@ class RetryPolicy:
 
 RETRY = RetryPolicy()
 NO_RETRY = RetryPolicy(budget_s=0.0)  # for a caller that would rather fail at once
+INTERACTIVE = RetryPolicy(budget_s=15.0)  # someone waits for the answer (API, CLI)
 
 
 def may_retry(error: EngineTransient, kind: CallKind, faults: int, policy: RetryPolicy) -> bool:
