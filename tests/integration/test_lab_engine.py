@@ -19,6 +19,7 @@ from lab.engine import EngineServer, Timings
 from lab.engine.fakeplane import FakeDataPlane
 from lab.estate import EstateConfig, build_estate, host_specs
 from lab.pki import CertificateAuthority
+from tests.integration.engine_client import snapshot
 
 PASSWORD = "lab-secret"
 USER = "admin@internal"
@@ -31,6 +32,7 @@ FAST = Timings(
     vm_power=0.05,
     finished_ttl=1.0,
     monitor_interval=0.1,
+    guest_report=0.3,
 )
 
 
@@ -245,15 +247,19 @@ def test_snapshot_attached_to_proxy(conn: sdk.Connection, dataplane: FakeDataPla
     assert refused.value.code == 400
     attachments = vms.vm_service(scsi_proxy.id).disk_attachments_service()
     added = attachments.add(attachment)
-    assert added.logical_name.endswith(f"scsi-0QEMU_QEMU_HARDDISK_{disk_id}")
+    assert added.logical_name is None  # the guest agent reports it later
     assert ("drover-proxy-cluster1", f"scsi-0QEMU_QEMU_HARDDISK_{disk_id}") in dataplane.devices
+    scsi_name = wait_for(lambda: attachments.attachment_service(disk_id).get().logical_name)
+    assert scsi_name.endswith(f"scsi-0QEMU_QEMU_HARDDISK_{disk_id}")
     with pytest.raises(sdk.Error) as attached:
         snaps.snapshot_service(snap.id).remove()
     assert attached.value.code == 409
     attachment.interface = types.DiskInterface.VIRTIO
-    blk = vms.vm_service(blk_proxy.id).disk_attachments_service().add(attachment)
-    assert blk.logical_name.endswith(f"virtio-{disk_id[:20]}")
-    vms.vm_service(blk_proxy.id).disk_attachments_service().attachment_service(disk_id).remove()
+    blk_attachments = vms.vm_service(blk_proxy.id).disk_attachments_service()
+    assert blk_attachments.add(attachment).logical_name is None
+    blk_name = wait_for(lambda: blk_attachments.attachment_service(disk_id).get().logical_name)
+    assert blk_name.endswith(f"virtio-{disk_id[:20]}")
+    blk_attachments.attachment_service(disk_id).remove()
     attachments.attachment_service(disk_id).remove()
     assert not dataplane.devices
     snaps.snapshot_service(snap.id).remove()
@@ -265,59 +271,78 @@ def _wait_phase(service: Any, phase: types.ImageTransferPhase) -> types.ImageTra
     return wait_for(lambda: (t := service.get()).phase == phase and t)
 
 
+def _snapshot_volume(conn: sdk.Connection, vm: types.Vm) -> str:
+    """The volume a disk-only snapshot of `vm` freezes: its first disk's active volume now
+    (as the SDK's download_disk_snapshot.py, since the engine refuses a plain transfer of a
+    disk plugged into a VM that is not Down)."""
+    disk_id = conn.follow_link(vm.disk_attachments)[0].disk.id
+    return conn.system_service().disks_service().disk_service(disk_id).get().image_id
+
+
 def test_download_transfer(conn: sdk.Connection, dataplane: FakeDataPlane) -> None:
-    disk = conn.follow_link(vm_named(conn, "file01").disk_attachments)[0].disk
+    vm = vm_named(conn, "file01")
+    disk = conn.follow_link(vm.disk_attachments)[0].disk
+    volume = _snapshot_volume(conn, vm)
     transfers = conn.system_service().image_transfers_service()
-    transfer = transfers.add(
-        types.ImageTransfer(
-            disk=types.Disk(id=disk.id),
+    disks = conn.system_service().disks_service()
+    vm_snapshots = conn.system_service().vms_service().vm_service(vm.id).snapshots_service()
+    with snapshot(conn, vm) as snap:
+        snap_disks = vm_snapshots.snapshot_service(snap.id).disks_service().list()
+        assert [(d.id, d.image_id) for d in snap_disks] == [(disk.id, volume)]
+        spec = types.ImageTransfer(
+            snapshot=types.DiskSnapshot(id=volume),
             direction=types.ImageTransferDirection.DOWNLOAD,
             format=types.DiskFormat.RAW,
             inactivity_timeout=60,
         )
-    )
-    assert transfer.phase == types.ImageTransferPhase.INITIALIZING
-    service = transfers.image_transfer_service(transfer.id)
-    ready = _wait_phase(service, types.ImageTransferPhase.TRANSFERRING)
-    assert ready.transfer_url.endswith(f"/images/{transfer.id}")
-    assert ready.proxy_url.endswith(f"/images/{transfer.id}")
-    assert ready.host.id
-    disks = conn.system_service().disks_service()
-    assert disks.disk_service(disk.id).get().status == types.DiskStatus.LOCKED
-    with pytest.raises(sdk.Error) as busy:
-        transfers.add(
-            types.ImageTransfer(
-                disk=types.Disk(id=disk.id), direction=types.ImageTransferDirection.DOWNLOAD
-            )
-        )
-    assert busy.value.code == 409
-    export = dataplane.exports[-1]
-    assert export.backing_chain and not export.writable
-    service.finalize()
-    _wait_phase(service, types.ImageTransferPhase.FINISHED_SUCCESS)
-    assert disks.disk_service(disk.id).get().status == types.DiskStatus.OK
-    assert export.closed and transfer.id not in dataplane.tickets
-    wait_for(lambda: transfer.id not in {t.id for t in transfers.list()}, timeout=5)
-    with pytest.raises(sdk.NotFoundError):
-        service.get()
+        transfer = transfers.add(spec)
+        assert transfer.phase == types.ImageTransferPhase.INITIALIZING
+        service = transfers.image_transfer_service(transfer.id)
+        ready = _wait_phase(service, types.ImageTransferPhase.TRANSFERRING)
+        assert ready.transfer_url.endswith(f"/images/{transfer.id}")
+        assert ready.proxy_url.endswith(f"/images/{transfer.id}")
+        assert ready.host.id
+        assert ready.disk.id == disk.id and ready.snapshot.id == volume
+        assert disks.disk_service(disk.id).get().status == types.DiskStatus.LOCKED
+        with pytest.raises(sdk.Error, match="is locked") as busy:
+            transfers.add(spec)
+        assert busy.value.code == 409
+        export = dataplane.exports[-1]
+        assert export.backing_chain and not export.writable
+        service.finalize()
+        _wait_phase(service, types.ImageTransferPhase.FINISHED_SUCCESS)
+        assert disks.disk_service(disk.id).get().status == types.DiskStatus.OK
+        assert export.closed and transfer.id not in dataplane.tickets
+        wait_for(lambda: transfer.id not in {t.id for t in transfers.list()}, timeout=5)
+        with pytest.raises(sdk.NotFoundError):
+            service.get()
 
 
 def test_transfer_cancel_and_inactivity(conn: sdk.Connection, dataplane: FakeDataPlane) -> None:
-    disk = conn.follow_link(vm_named(conn, "web01").disk_attachments)[0].disk
+    vm = vm_named(conn, "web01")
+    disk = conn.follow_link(vm.disk_attachments)[0].disk
+    volume = _snapshot_volume(conn, vm)
     transfers = conn.system_service().image_transfers_service()
-    spec = types.ImageTransfer(
-        disk=types.Disk(id=disk.id), direction=types.ImageTransferDirection.DOWNLOAD
-    )
-    first = transfers.add(spec)
-    service = transfers.image_transfer_service(first.id)
-    _wait_phase(service, types.ImageTransferPhase.TRANSFERRING)
-    service.cancel()
-    _wait_phase(service, types.ImageTransferPhase.FINISHED_FAILURE)
-    spec.inactivity_timeout = 1
-    second = transfers.add(spec)
-    service = transfers.image_transfer_service(second.id)
-    _wait_phase(service, types.ImageTransferPhase.FINISHED_FAILURE)
-    assert second.id not in dataplane.tickets and not dataplane.holds
+    disks = conn.system_service().disks_service()
+    with snapshot(conn, vm):
+        spec = types.ImageTransfer(
+            snapshot=types.DiskSnapshot(id=volume), direction=types.ImageTransferDirection.DOWNLOAD
+        )
+        first = transfers.add(spec)
+        service = transfers.image_transfer_service(first.id)
+        _wait_phase(service, types.ImageTransferPhase.TRANSFERRING)
+        service.cancel()
+        _wait_phase(service, types.ImageTransferPhase.FINISHED_FAILURE)
+        assert first.id not in dataplane.tickets
+        # an idle download is cancelled (timeout_policy legacy: only uploads are paused)
+        spec.inactivity_timeout = 1
+        second = transfers.add(spec)
+        assert second.timeout_policy == types.ImageTransferTimeoutPolicy.LEGACY
+        service = transfers.image_transfer_service(second.id)
+        _wait_phase(service, types.ImageTransferPhase.TRANSFERRING)
+        _wait_phase(service, types.ImageTransferPhase.FINISHED_FAILURE)
+        assert second.id not in dataplane.tickets and not dataplane.holds
+        assert disks.disk_service(disk.id).get().status == types.DiskStatus.OK
 
 
 def test_upload_to_a_new_disk(conn: sdk.Connection, dataplane: FakeDataPlane) -> None:
@@ -419,10 +444,22 @@ def test_full_then_incremental_backup(conn: sdk.Connection, dataplane: FakeDataP
         (full.to_checkpoint_id, None),
         (incremental.to_checkpoint_id, full.to_checkpoint_id),
     ]
-    with pytest.raises(sdk.Error):
-        vm_service.checkpoints_service().checkpoint_service(incremental.to_checkpoint_id).remove()
-    vm_service.checkpoints_service().checkpoint_service(full.to_checkpoint_id).remove()
-    assert [c.parent_id for c in vm_service.checkpoints_service().list()] == [None]
+    # engine >= 4.4.7 (DeleteVmCheckpointCommand) removes any checkpoint, not only the root:
+    # its child takes its parent
+    latest = _backup(
+        vm_service,
+        disks=[types.Disk(id=disk_ids[0])],
+        from_checkpoint_id=incremental.to_checkpoint_id,
+    )
+    _finalize(vm_service, latest)
+    checkpoints = vm_service.checkpoints_service()
+    checkpoints.checkpoint_service(incremental.to_checkpoint_id).remove()  # not the root
+    assert [(c.id, c.parent_id) for c in checkpoints.list()] == [
+        (full.to_checkpoint_id, None),
+        (latest.to_checkpoint_id, full.to_checkpoint_id),
+    ]
+    checkpoints.checkpoint_service(full.to_checkpoint_id).remove()  # the root
+    assert [(c.id, c.parent_id) for c in checkpoints.list()] == [(latest.to_checkpoint_id, None)]
 
 
 # VM life cycle, disks, lab control

@@ -35,11 +35,18 @@ def test_stopping_the_lab_leaves_no_process_behind(tmp_path: Path) -> None:
         assert {"name", "address", "ssh_port", "ssh_user", "ssh_key", "imageio_port"} <= set(
             lab["hosts"][0]
         )
-        _vm, disk = find_disk(conn, types.DiskFormat.COW, types.StorageType.NFS)
+        vm, disk = find_disk(conn, types.DiskFormat.COW, types.StorageType.NFS)
+        # the VM is Up: read its disk through a disk-only snapshot, as download_disk_snapshot.py
+        # does; the snapshot and the transfer are left in flight when the lab stops
+        snapshots = conn.system_service().vms_service().vm_service(vm.id).snapshots_service()
+        snap = snapshots.add(types.Snapshot(description="in flight", persist_memorystate=False))
+        snap_service = snapshots.snapshot_service(snap.id)
+        wait_for(lambda: snap_service.get().snapshot_status == types.SnapshotStatus.OK, "snapshot")
         transfers = conn.system_service().image_transfers_service()
         transfer = transfers.add(
             types.ImageTransfer(
-                disk=types.Disk(id=disk.id), direction=types.ImageTransferDirection.DOWNLOAD
+                snapshot=types.DiskSnapshot(id=disk.image_id),
+                direction=types.ImageTransferDirection.DOWNLOAD,
             )
         )
         service = transfers.image_transfer_service(transfer.id)
