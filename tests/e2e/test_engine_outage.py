@@ -7,20 +7,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import ovirtsdk4.types as types
 import pytest
 
 from shared.repository.repository import Repository
 from shared.state import JobStatus, StateStore
 from tests.e2e.jobs import start_backup, wait_job
-from tests.e2e.test_image_transfer_mode import no_leftovers, restore_and_verify
+from tests.e2e.test_image_transfer_mode import disk_sha256, no_leftovers, restore_and_verify
 from tests.integration.engine_client import (
     connect,
-    download,
     find_vm,
-    image_transfer,
-    sha256,
-    vm_backup,
     vm_disks,
     wait_for,
 )
@@ -103,22 +98,8 @@ def running(store: StateStore, job_id: str) -> bool:
 def guest_disks_sha256(
     lab: dict[str, Any], connection: Any, vm: Any, tmp_path: Path
 ) -> dict[str, str]:
-    """What the (running) VM's disks hold, read through a plain engine backup, not Drover."""
-    disks = vm_disks(connection, vm)
-    digests: dict[str, str] = {}
-    with vm_backup(connection, vm, disks) as backup:
-        for disk in disks:
-            spec = types.ImageTransfer(
-                disk=types.Disk(id=disk.id),
-                backup=types.Backup(id=backup.id),
-                format=types.DiskFormat.RAW,
-                direction=types.ImageTransferDirection.DOWNLOAD,
-            )
-            with image_transfer(connection, spec) as transfer:
-                path = download(lab, transfer, tmp_path / f"{disk.id}.raw")
-            digests[disk.id] = sha256(path)
-            path.unlink()
-    return digests
+    """What the (running) VM's disks hold, read without Drover."""
+    return {d.id: disk_sha256(lab, connection, d.id, tmp_path) for d in vm_disks(connection, vm)}
 
 
 def assert_backed_up(repo_dir: Path, backup_id: str, expected: dict[str, str]) -> None:
