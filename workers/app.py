@@ -13,6 +13,7 @@ from shared.settings import Settings, get_settings
 from workers import redis_transport
 from workers.priority import REDIS_PRIORITY_STEPS
 
+REAP_EVERY_S = 600.0
 TASK_MODULES = [
     "workers.tasks.health",
     "workers.tasks.backup",
@@ -47,6 +48,10 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
         "task_default_queue": "drover.default",
+        # what the scheduler runs besides policies: the reaper (see shared.reaper)
+        "beat_schedule": {
+            "reap": {"task": "drover.maintenance.reap", "schedule": REAP_EVERY_S},
+        },
     }
 
 
