@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ovirtsdk4 as sdk
 import ovirtsdk4.types as types
 from ovirt_imageio import client as imageio
 
@@ -102,7 +103,20 @@ def _download(fleet: Fleet, disk_id: str, backup_id: str, target: Path) -> Measu
         seconds = time.monotonic() - started
     finally:
         service.finalize()
+        # the engine refuses to finalize a backup while one of its transfers is active
+        _wait(lambda: _transfer_finished(service))
     return Measure(seconds, _data_bytes(target))
+
+
+def _transfer_finished(service: Any) -> bool:
+    try:
+        phase = service.get().phase
+    except sdk.NotFoundError:
+        return True
+    return phase in (
+        types.ImageTransferPhase.FINISHED_SUCCESS,
+        types.ImageTransferPhase.FINISHED_FAILURE,
+    )
 
 
 def _data_bytes(path: Path) -> int:
