@@ -57,7 +57,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
 
 def _transport_options(settings: Settings) -> dict[str, object]:
     options: dict[str, object] = {"visibility_timeout": settings.worker.visibility_timeout_s}
-    if settings.effective_broker_url.startswith(("redis", "rediss")):
+    if redis_transport.is_redis(settings.effective_broker_url):
         # one list per priority, served in order (see canvas.broker_priority)
         options |= {"priority_steps": REDIS_PRIORITY_STEPS, "queue_order_strategy": "priority"}
         # look for the messages of dead workers often (see workers.liveness)

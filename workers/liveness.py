@@ -25,6 +25,7 @@ from celery import Celery, signals
 
 from shared.logging import get_logger
 from shared.state import StateStore
+from workers.redis_transport import is_redis
 
 UNACKED_INDEX = "unacked_index"  # kombu's default `unacked_index_key`
 log = get_logger(__name__)
@@ -82,7 +83,7 @@ def _held_tags(consumer: Any) -> list[str]:
 def install(app: Celery, store: StateStore, visibility_timeout_s: int) -> None:
     """Start a keeper when this process's worker is ready; stop it when it shuts down."""
     broker_url = str(app.conf.broker_url or "")
-    if not broker_url.startswith(("redis", "rediss")):
+    if not is_redis(broker_url):
         return
     keepers: list[Keeper] = []
 

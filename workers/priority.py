@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from celery import Celery
 
+from workers.redis_transport import is_redis
+
 MAX_PRIORITY = 9
 REDIS_PRIORITY_STEPS = list(range(MAX_PRIORITY + 1))
 
 
 def broker_priority(app: Celery, priority: int) -> int:
-    broker = str(app.conf.broker_url or "")
-    return MAX_PRIORITY - priority if broker.startswith(("redis", "rediss")) else priority
+    return MAX_PRIORITY - priority if is_redis(str(app.conf.broker_url or "")) else priority

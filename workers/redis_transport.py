@@ -32,6 +32,12 @@ class Transport(redis.Transport):
     Channel = Channel
 
 
+def is_redis(broker_url: str) -> bool:
+    """A Redis broker (the transport this module fixes; also what priorities and liveness
+    depend on)."""
+    return broker_url.startswith("redis")  # redis://, rediss://, redis+socket://
+
+
 def install() -> None:
     """Make `redis://` and `rediss://` broker URLs use this transport (in this process)."""
     for scheme in ("redis", "rediss"):
