@@ -240,6 +240,9 @@ class StateStore:
         self.redis.rpush(key("job", job_id, "warnings"), warning)
         self.redis.expire(key("job", job_id, "warnings"), JOB_TTL_S)
 
+    def warnings(self, job_id: str) -> list[str]:
+        return list(self.redis.lrange(key("job", job_id, "warnings"), 0, -1))
+
     def job(self, job_id: str) -> JobState | None:
         data = self.redis.hgetall(key("job", job_id))
         if not data:
@@ -259,7 +262,7 @@ class StateStore:
         job.status = JobStatus(data.get("status", JobStatus.QUEUED))
         job.fence = int(data.get("fence") or 0)
         job.engine_objects = self.engine_objects(job_id)
-        job.warnings = self.redis.lrange(key("job", job_id, "warnings"), 0, -1)
+        job.warnings = self.warnings(job_id)
         job.disks = self.disk_progress(job_id)
         return job
 

@@ -43,8 +43,7 @@ class JobJournal:
         self.store.add_warning(self.job_id, text)
 
     def warnings(self) -> list[str]:
-        job = self.store.job(self.job_id)
-        return job.warnings if job else []
+        return self.store.warnings(self.job_id)
 
     def check_fence(self) -> None:
         """LostVmLock when the job no longer holds its VM with its own token."""
