@@ -18,7 +18,7 @@ def guest_write(state_dir: Path, vm: str, disk: int, offset: int, length: int) -
     engine = lab["engine"]
     base = engine["url"].split("/ovirt-engine/")[0]
     with httpx.Client(base_url=base, verify=engine["ca_file"], timeout=120) as client:
-        token = _login(client, engine)
+        token = login(client, engine)
         response = client.post(
             f"{LAB_PREFIX}/vms/{vm}/disks/{disk}/write",
             json={"offset": offset, "length": length},
@@ -29,7 +29,8 @@ def guest_write(state_dir: Path, vm: str, disk: int, offset: int, length: int) -
     return dict(response.json())
 
 
-def _login(client: httpx.Client, engine: dict[str, Any]) -> str:
+def login(client: httpx.Client, engine: dict[str, Any]) -> str:
+    """An SSO token for the lab's control API (client based at the engine's origin)."""
     response = client.post(
         "/ovirt-engine/sso/oauth/token",
         data={

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from lab.engine import EngineServer, Timings
 from lab.engine.fakeplane import FakeDataPlane
 from lab.estate import EstateConfig, build_estate, host_specs
+from lab.guest_client import login
 from lab.pki import CertificateAuthority
 from shared.engine import EngineClient, EngineNameInUse, EngineUnavailable
 from shared.engine.retry import RetryPolicy
@@ -101,17 +102,7 @@ def _lab_request(lab: dict[str, Any], method: str, json: Any = None) -> dict[str
     base = engine["url"].split("/ovirt-engine/")[0]
     with httpx.Client(base_url=base, verify=engine["ca_file"], timeout=30) as http:
         if base not in _tokens:  # logged in once, so an outage of the SSO does not lock us out
-            login = http.post(
-                "/ovirt-engine/sso/oauth/token",
-                data={
-                    "grant_type": "password",
-                    "scope": "ovirt-app-api",
-                    "username": engine["username"],
-                    "password": engine["password"],
-                },
-                headers={"Accept": "application/json"},
-            )
-            _tokens[base] = login.json()["access_token"]
+            _tokens[base] = login(http, engine)
         response = http.request(
             method,
             "/ovirt-engine/lab/outage",
