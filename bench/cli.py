@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from bench import transfer
+from bench import ssh, transfer
 from bench.fleet import fleet
 from shared.units import parse_size
 
@@ -60,6 +60,20 @@ def bench_incremental(as_json: bool) -> None:
             kind=job.kind,
             speedup_seconds=round(ref.seconds / mine.seconds, 2),
         )
+    _print(report, as_json)
+
+
+@bench_group.command("ssh")
+@click.option("--json", "as_json", is_flag=True, help="Print only the JSON document.")
+@click.option("--rounds", type=click.IntRange(1, 10), default=3, show_default=True)
+def bench_ssh(as_json: bool, rounds: int) -> None:
+    """A full backup in mode ssh, with and without netcat, vs `ssh HOST cat VOLUME > file`."""
+    with tempfile.TemporaryDirectory(prefix="drover-bench-") as root, _fleet(root) as f:
+        _say(as_json, "filling the bench disk ...")
+        vm, disk_id = transfer.prepare_disk(f)
+        _say(as_json, f"{rounds} rounds of ssh cat (reference) and ours, plain and netcat ...")
+        measured = ssh.best_of_rounds(f, vm, disk_id, Path(root), rounds)
+        report = ssh.report(measured, parse_size(transfer.DISK_SIZE), rounds)
     _print(report, as_json)
 
 

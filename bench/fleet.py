@@ -19,13 +19,15 @@ from shared.engine.client import EngineClient
 from shared.jobs import BackupRequest
 from shared.modes import mode_for
 from shared.settings import load_settings
+from shared.ssh.access import HostAccess
+from shared.ssh.credentials import save_host
 from shared.state import JobState, StateStore, new_job_id
 from workers.app import close_app, create_app
 from workers.canvas import submit_backup
 
 MANAGER = "lab"
 JOB_TIMEOUT_S = 1800.0
-QUEUES = "drover.default,transfer.image"
+QUEUES = "drover.default,transfer.image,transfer.ssh"
 
 
 @dataclass
@@ -69,6 +71,7 @@ def fleet(root: Path, *lab_args: str, concurrency: int = 2) -> Iterator[Fleet]:
         lab = stack.enter_context(lab_process(root / "lab", *lab_args))
         store = StateStore.from_url(redis_url)
         register_lab_manager(store, lab)
+        register_lab_hosts(store, lab)
         stack.enter_context(worker_process(redis_url, root / "worker.log", QUEUES, concurrency))
         engine = lab["engine"]
         connection = stack.enter_context(
@@ -114,6 +117,27 @@ def queue_lab_backup(
     if not isinstance(outcome, Queued):
         raise RuntimeError(f"backup of {vm.name} refused: {outcome.reason}")
     return outcome.job_id
+
+
+def lab_host_access(host: dict[str, Any], **changes: Any) -> HostAccess:
+    """SSH credentials of one lab host, from lab.json (key text, pinned host key, roots)."""
+    values: dict[str, Any] = {
+        "name": host["name"],
+        "address": host["address"],
+        "port": host["ssh_port"],
+        "user": host["ssh_user"],
+        "host_key": host["ssh_host_key"],
+        "private_key": Path(host["ssh_key"]).read_text(),
+        "mount_root": host["mount_root"],
+        "dev_root": host["dev_root"],
+    }
+    return HostAccess(**(values | changes))
+
+
+def register_lab_hosts(store: StateStore, lab: dict[str, Any]) -> None:
+    """Every lab host's SSH credentials under the lab manager (`drover host add`)."""
+    for host in lab["hosts"]:
+        save_host(store, MANAGER, lab_host_access(host))
 
 
 def register_lab_manager(store: StateStore, lab: dict[str, Any]) -> None:

@@ -50,16 +50,22 @@ class VolumeRef:
 
 @dataclass(frozen=True)
 class HostEndpoints:
-    """What lab.json publishes about one host."""
+    """What lab.json publishes about one host (its `hosts` entries). Paths are absolute."""
 
     name: str
     address: str
     ssh_port: int
     ssh_user: str
-    ssh_key: str
+    ssh_key: str  # the lab's private key, accepted by every host's sshd
     ssh_host_key: str  # the host's public key, "ssh-ed25519 AAAA...", for pinning
     imageio_port: int
+    # the host's /rhev/data-center/mnt: <mount_root>/<server>:_<path>/<sd>/images/<disk>/<vol>
+    # (file), <mount_root>/glusterSD/<server>:_<volume>/<sd>/... (gluster) and
+    # <mount_root>/blockSD/<sd>/images/<disk>/<vol> (block: a link to the LV's device)
     mount_root: str
+    # the host's /dev: an active block-domain LV is <dev_root>/<vg = sd id>/<lv = volume id>
+    # (after `lvchange -ay <vg>/<lv>` on the host; `lvs` there reports it)
+    dev_root: str
 
 
 class Export(Protocol):

@@ -1,4 +1,9 @@
-"""One mode's round in the demo, driven through the API as an operator would."""
+"""One mode's round in the demo, driven through the API as an operator would.
+
+Its policy selects the estate's VMs by name (the VMs restored by an earlier mode's round are
+not backed up again); mode ssh first registers every lab host's SSH credentials
+(`PUT /managers/lab/hosts/{host}`, as `drover host add` does).
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,21 @@ from orchestrator.client import ApiClient
 MiB = 1 << 20
 JOB_TIMEOUT_S = 900.0
 GUEST_WRITES = ((3 * MiB, 256 * 1024), (40 * MiB + 4096, MiB))
+SSH_MODES = ("ssh",)  # modes that read the volumes on the hosts over SSH
 
 
 class DemoRun:
-    def __init__(self, api: ApiClient, lab: dict[str, Any], root: Path, mode: str, say: Any):
+    def __init__(
+        self,
+        api: ApiClient,
+        lab: dict[str, Any],
+        root: Path,
+        mode: str,
+        say: Any,
+        vms: list[str],
+    ) -> None:
         self.api, self.lab, self.root, self.mode, self.say = api, lab, root, mode, say
+        self.vms = vms
         self.policy = f"demo-{mode.replace('_', '-')}"
         self.backups: list[dict[str, Any]] = []
         self.restores: list[dict[str, Any]] = []
@@ -46,18 +61,35 @@ class DemoRun:
                     "ca_file": engine["ca_file"],
                 },
             )
+        if self.mode in SSH_MODES:
+            self._register_hosts()
         self.api.put(
             f"/policies/{self.policy}",
             {
                 "name": self.policy,
                 "manager": "lab",
                 "repository": str(self.root / "repository"),
-                "vms": {"patterns": ["*"]},
+                "vms": {"names": self.vms},
                 "mode": self.mode,
                 "backup": {"type": "incremental", "full_every": 7},
                 "quiesce": True,
             },
         )
+
+    def _register_hosts(self) -> None:
+        for host in self.lab["hosts"]:
+            self.api.put(
+                f"/managers/lab/hosts/{host['name']}",
+                {
+                    "address": host["address"],
+                    "port": host["ssh_port"],
+                    "user": host["ssh_user"],
+                    "host_key": host["ssh_host_key"],
+                    "private_key": Path(host["ssh_key"]).read_text(),
+                    "mount_root": host["mount_root"],
+                    "dev_root": host["dev_root"],
+                },
+            )
 
     def _run_policy(self) -> list[dict[str, Any]]:
         run = self.api.post(f"/policies/{self.policy}/run")
@@ -93,7 +125,7 @@ class DemoRun:
             self.errors.append("no incremental backup to restore")
             return
         job = done[0]
-        name = f"{job['vm_name']}-demo-restore"
+        name = f"{job['vm_name']}-{self.policy.removeprefix('demo-')}-restore"
         self.say(f"[{self.mode}] restoring {job['vm_name']} ({job['backup_id']}) as {name} ...")
         restore = self._wait(
             self.api.post(

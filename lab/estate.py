@@ -75,6 +75,7 @@ class EstateConfig:
     disk_size: int = 256 * MIB
     proxy_disk_size: int = 64 * MIB
     data_center: str = "Default"
+    engine_version: str = "4.5.5"  # what the engine presents, see lab.engine.version
     tags: tuple[str, ...] = ("prod", "db", "dev", PROXY_TAG)
     fill_chunks: tuple[tuple[float, int], ...] = field(
         default=((0.0, 2 * MIB), (0.25, 1 * MIB), (0.5, 3 * MIB), (0.9, 1 * MIB))

@@ -1,4 +1,8 @@
-"""`lab.json`: how clients find a running lab (engine URL, CA, credentials, hosts)."""
+"""`lab.json`: how clients find a running lab (engine URL, CA, credentials, hosts).
+
+Written by `lab.runner` (`_lab_document`); its fields are described in the README ("The lab").
+Each `hosts` entry is a `lab.dataplane.HostEndpoints`; all paths are absolute.
+"""
 
 from __future__ import annotations
 

@@ -81,14 +81,18 @@ def worker_process(
     queues: str = "drover.default",
     concurrency: int = 1,
     env: dict[str, str] | None = None,
+    *,
+    proxy: bool = False,
 ) -> Iterator[procs.ManagedProcess]:
     """`drover worker` as a child process (its own process group), returned once it answers
-    a broadcast ping (no result backend involved)."""
+    a broadcast ping (no result backend involved). `proxy`: `drover worker --proxy`, which
+    chooses its queue itself; `queues` is then the one it is expected to serve."""
     from shared.settings import load_settings
     from workers.app import create_app
 
     env = {"DROVER_REDIS_URL": redis_url, "DROVER_LOG__FORMAT": "json", **(env or {})}
-    args = ["worker", "--queues", queues, "--concurrency", str(concurrency)]
+    chosen = ["--proxy"] if proxy else ["--queues", queues]
+    args = ["worker", *chosen, "--concurrency", str(concurrency)]
     app = create_app(load_settings(redis_url=redis_url))
     ready = lambda: _serves(app, queues.split(",")[0])  # noqa: E731
     try:

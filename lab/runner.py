@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab import proxy_nodes
 from lab.engine.server import EngineServer
+from lab.engine.version import EngineVersion
 from lab.estate import EstateConfig, build_estate, host_specs
 from lab.hosts.dataplane import LabDataPlane
 from lab.labfile import lab_json_path, write_lab_json
@@ -35,6 +37,7 @@ def running_lab(state_dir: Path, config: EstateConfig) -> Iterator[RunningLab]:
     state_dir = Path(state_dir).resolve()
     _reset_state_dir(state_dir)
     ca = CertificateAuthority.create(state_dir / "pki")
+    publisher = _Publisher(state_dir)
     with ExitStack() as stack:
         dataplane = LabDataPlane(state_dir, host_specs(config), ca)
         stack.callback(dataplane.stop)
@@ -43,14 +46,48 @@ def running_lab(state_dir: Path, config: EstateConfig) -> Iterator[RunningLab]:
         password = secrets.token_urlsafe(16)
         cert, key = ca.issue("engine", ["localhost", "127.0.0.1"])
         engine = EngineServer(
-            inventory, dataplane, cert, key, username=ADMIN_USER, password=password
+            inventory,
+            dataplane,
+            cert,
+            key,
+            username=ADMIN_USER,
+            password=password,
+            version=config.engine_version,
+            on_version_change=publisher.version_changed,
         )
         stack.callback(engine.stop)
         engine.start()
         document = _lab_document(state_dir, ca, engine, dataplane, password)
-        write_lab_json(state_dir, document)
-        stack.callback(lab_json_path(state_dir).unlink, missing_ok=True)
+        document["proxies"] = proxy_nodes.provision(state_dir / "proxies", inventory)
+        publisher.publish(document)
+        stack.callback(publisher.withdraw)
         yield RunningLab(state_dir, document, engine, dataplane)
+
+
+class _Publisher:
+    """Writes lab.json, again when the engine's version changes, and removes it at the end."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self._state_dir = state_dir
+        self._lock = threading.Lock()
+        self._document: dict[str, Any] | None = None
+
+    def publish(self, document: dict[str, Any]) -> None:
+        with self._lock:
+            self._document = document
+            write_lab_json(self._state_dir, document)
+
+    def version_changed(self, version: EngineVersion) -> None:
+        with self._lock:
+            if self._document is None:  # not published yet, or withdrawn
+                return
+            self._document["engine"].update(_version_fields(version))
+            write_lab_json(self._state_dir, self._document)
+
+    def withdraw(self) -> None:
+        with self._lock:
+            self._document = None
+            lab_json_path(self._state_dir).unlink(missing_ok=True)
 
 
 def run_lab_foreground(state_dir: Path, config: EstateConfig) -> None:
@@ -84,8 +121,13 @@ def _lab_document(
             "ca_file": str(ca.ca_file),
             "username": ADMIN_USER,
             "password": password,
+            **_version_fields(engine.version),
         },
         "hosts": [vars(h) | {"ssh_key": str(h.ssh_key)} for h in dataplane.host_endpoints()],
         "imageio_proxy_url": dataplane.proxy_imageio_url(),
         "proxies_root": str(state_dir / "proxies"),
     }
+
+
+def _version_fields(version: EngineVersion) -> dict[str, str]:
+    return {"version": version.short, "full_version": version.full_version}

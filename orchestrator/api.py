@@ -1,4 +1,4 @@
-"""The HTTP API (FastAPI): managers, policies, runs, jobs, backups, restores.
+"""The HTTP API (FastAPI): managers and their hosts, policies, runs, jobs, backups, restores.
 
 Every endpoint but `/health` and the API's own documentation needs a bearer token (see
 `orchestrator.auth`), checked by `RequestGate` before any of the body is read; bodies are
@@ -19,6 +19,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.auth import TOKEN_HINT, UNAUTHORIZED, TokenAuth, is_loopback
+from orchestrator.hosts import HostIn
 from orchestrator.managers import Manager
 from orchestrator.policies import Policy, describe_error_items
 from orchestrator.service import (
@@ -144,6 +145,7 @@ def _health_router(service: Service) -> APIRouter:
 def _router(service: Service) -> APIRouter:
     router = APIRouter()
     _manager_routes(router, service)
+    _host_routes(router, service)
     _policy_routes(router, service)
     _job_routes(router, service)
     return router
@@ -172,7 +174,35 @@ def _manager_routes(router: APIRouter, service: Service) -> None:
 
     @router.delete("/managers/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=tags)
     def remove_manager(name: str) -> None:
+        """Forget an engine and the SSH credentials of its hosts."""
         service.remove_manager(name)
+
+    @router.post("/managers/{name}/sync", tags=tags)
+    def sync_manager(name: str) -> dict[str, Any]:
+        """Test the connection again; list the engine's hosts, those without SSH credentials
+        (`hosts_without_ssh`) and credentials of hosts the engine no longer has."""
+        return service.sync_manager(name)
+
+
+def _host_routes(router: APIRouter, service: Service) -> None:
+    tags: Any = ["hosts"]
+
+    @router.put("/managers/{name}/hosts/{host}", tags=tags)
+    def put_host(name: str, host: str, access: HostIn) -> dict[str, Any]:
+        """Register (or replace) the SSH credentials of one of the engine's hosts, for mode
+        ssh: a private key's text or a password; neither is ever returned."""
+        return service.put_host(name, host, access.document())
+
+    @router.get("/managers/{name}/hosts", tags=tags)
+    def list_hosts(name: str) -> list[dict[str, Any]]:
+        """Every host of the engine, with `credentials` true or false (no secrets)."""
+        return service.hosts(name)
+
+    @router.delete(
+        "/managers/{name}/hosts/{host}", status_code=status.HTTP_204_NO_CONTENT, tags=tags
+    )
+    def remove_host(name: str, host: str) -> None:
+        service.remove_host(name, host)
 
 
 def _policy_routes(router: APIRouter, service: Service) -> None:

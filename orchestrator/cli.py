@@ -45,11 +45,20 @@ def cli() -> None:
 @cli.command()
 @click.option("--queues", default="", help="Comma-separated queues (default: all central ones).")
 @click.option("--concurrency", type=int, default=None, help="Worker processes (default: settings).")
-def worker(queues: str, concurrency: int | None) -> None:
+@click.option(
+    "--proxy",
+    is_flag=True,
+    help="Run as the proxy worker of the VM this node is (its cluster's proxy.<cluster> queue).",
+)
+def worker(queues: str, concurrency: int | None, proxy: bool) -> None:
     """Run a Celery worker of the fleet."""
-    from workers.start import run_worker
+    from workers.start import proxy_queues, run_worker
 
-    run_worker(get_settings(), [q for q in queues.split(",") if q], concurrency)
+    settings = get_settings()
+    if proxy and queues:
+        raise click.UsageError("--proxy chooses its own queue: leave out --queues")
+    chosen = proxy_queues(settings) if proxy else [q for q in queues.split(",") if q]
+    run_worker(settings, chosen, concurrency)
 
 
 register_orchestrator_commands(cli)

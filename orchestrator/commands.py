@@ -34,7 +34,7 @@ def emit(document: Any) -> None:
     click.echo(json.dumps(document, indent=2, default=str))
 
 
-def _done(document: Any, message: str, as_json: bool) -> None:
+def done(document: Any, message: str, as_json: bool) -> None:
     if as_json:
         emit(document)
     else:
@@ -104,6 +104,36 @@ def manager_add(
     if as_json:
         return emit(result)
     click.echo(f"manager {name} registered ({result.get('engine_version', 'engine')})")
+    print_host_report(name, result)
+
+
+@manager_group.command("sync")
+@click.argument("name")
+@json_option
+def manager_sync(name: str, as_json: bool) -> None:
+    """Test the connection again; report the engine's hosts and which lack SSH credentials."""
+    result = make_client().post(f"/managers/{name}/sync")
+    if as_json:
+        return emit(result)
+    click.echo(f"manager {name}: {result.get('engine_version', 'engine')}")
+    print_host_report(name, result)
+
+
+def print_host_report(name: str, report: dict[str, Any]) -> None:
+    """The engine's hosts and those without SSH credentials (mode ssh needs them)."""
+    hosts, missing = report.get("hosts", []), report.get("hosts_without_ssh", [])
+    click.echo(f"hosts: {', '.join(hosts) or 'none'}")
+    if missing:
+        click.echo(
+            f"hosts without SSH credentials: {', '.join(missing)} (mode ssh needs them: "
+            f"`drover host add {name} HOST --address ... --host-key ... --key-file ...`)"
+        )
+    for host in report.get("credentials_without_host", []):
+        click.echo(
+            f"warning: credentials of host {host}, which the engine no longer has: "
+            f"`drover host remove {name} {host}`",
+            err=True,
+        )
 
 
 def read_password(file: str | None, env: str | None, given: str | None) -> str:
@@ -115,7 +145,7 @@ def read_password(file: str | None, env: str | None, given: str | None) -> str:
     if file is not None:
         return _password_from_file(Path(file))
     if env is not None:
-        return _password_from_env(env)
+        return password_from_env(env)
     if given is not None:
         return given
     if sys.stdin.isatty():
@@ -133,7 +163,7 @@ def _password_from_file(path: Path) -> str:
     return password
 
 
-def _password_from_env(name: str) -> str:
+def password_from_env(name: str) -> str:
     password = os.environ.get(name, "")
     if not password:
         raise ConfigError(f"environment variable {name} is not set or empty")
@@ -157,7 +187,7 @@ def manager_list(as_json: bool) -> None:
 def manager_remove(name: str, as_json: bool) -> None:
     """Forget a registered engine."""
     make_client().delete(f"/managers/{name}")
-    _done({"removed": name}, f"manager {name} removed", as_json)
+    done({"removed": name}, f"manager {name} removed", as_json)
 
 
 # policies ------------------------------------------------------------------------------
@@ -216,7 +246,7 @@ def policy_show(name: str) -> None:
 def policy_remove(name: str, as_json: bool) -> None:
     """Delete a policy."""
     make_client().delete(f"/policies/{name}")
-    _done({"removed": name}, f"policy {name} removed", as_json)
+    done({"removed": name}, f"policy {name} removed", as_json)
 
 
 @policy_group.command("run")
@@ -314,6 +344,9 @@ def backups_command(repository: str, as_json: bool) -> None:
 @click.option("--storage-domain", default="", help="Storage domain for all disks.")
 @click.option("--manager", default="", help="Engine to restore through (default: the only one).")
 @click.option("--repository", default="", help="Repository location (default: settings).")
+@click.option(
+    "--mode", default="", help="Write the disks in this mode (default: the backup's mode)."
+)
 @click.option("--instant", is_flag=True, help="Boot from the backup (not available yet).")
 @click.option(
     "--live-migrate", default="", metavar="SD", help="With --instant (not available yet)."
@@ -328,6 +361,7 @@ def restore_command(
     storage_domain: str,
     manager: str,
     repository: str,
+    mode: str,
     instant: bool,
     live_migrate: str,
     wait: bool,
@@ -342,6 +376,8 @@ def restore_command(
         )
     body = {"backup_id": backup_id, "name": name, "cluster": cluster}
     body |= {"storage_domain": storage_domain, "manager": manager, "repository": repository}
+    if mode:
+        body["mode"] = mode
     client = make_client()
     result = client.post("/restores", body)
     if not as_json:
@@ -409,6 +445,7 @@ class _Display:
 
 
 def register(cli: click.Group) -> None:
+    from orchestrator.host_commands import host_group
     from orchestrator.reap_command import reap_command
     from orchestrator.repo_commands import repo_group
 
@@ -418,6 +455,7 @@ def register(cli: click.Group) -> None:
         api_command,
         flower_command,
         manager_group,
+        host_group,
         policy_group,
         jobs_command,
         backups_command,

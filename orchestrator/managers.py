@@ -1,7 +1,7 @@
 """Registered engines ("managers"): the model, its checks and what the API may show of it.
 
-The password is stored (workers need it to talk to the engine) but never shown: every view
-for an operator replaces it with `***`.
+The password is stored sealed (workers need it to talk to the engine, `shared.sealed`) and never
+shown: every view for an operator replaces it with `***`.
 
 `connect` is how the orchestrator reaches an engine: it first checks, within
 PROBE_TIMEOUT_S, that something answers HTTP at the engine URL, because the SDK's login has no
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 KIND = "manager"
 HIDDEN = "***"
+SECRETS = ("password",)  # stored sealed
 PROBE_TIMEOUT_S = 5.0  # for each of connecting, sending and reading the answer
 
 

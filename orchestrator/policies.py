@@ -5,9 +5,13 @@ full/incremental rhythm, quiescing, guest commands, excluded disks, priority), w
 (repository), when (schedule) and how long to keep backups (retention). Unknown keys are
 refused so a typo never silently changes what is backed up.
 
-The model also describes features that have not landed yet (the ssh and disk_attachment modes,
-S3 repositories, schedules, retention), so stored policies keep loading; `orchestrator.support`
+The model also describes features that have not landed yet (the disk_attachment mode, S3
+repositories, schedules, retention), so stored policies keep loading; `orchestrator.support`
 refuses those features when a policy is applied or run.
+
+`selects` tells, without the engine, whether a policy's selector selects a VM the engine
+returned, as the engine's search does; a backup keeps its snapshot for the next incremental
+when any policy of the VM's manager that selects it is incremental (`keep_snapshot`).
 """
 
 from __future__ import annotations
@@ -15,20 +19,33 @@ from __future__ import annotations
 import re
 import types
 import typing
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from shared.engine.models import VmInfo
 from shared.errors import ConfigError
 from shared.jobs import BackupRequest, GuestCommand
 
+if TYPE_CHECKING:  # the CLI parses policies without importing the transfer modes
+    from shared.modes.auto import ModeChoice
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 NAME_HINT = "use letters, digits, '.', '_' and '-' (at most 63, starting with a letter or digit)"
 PROXY_TAG = "drover-proxy"
 Mode = Literal["image_transfer", "ssh", "disk_attachment", "auto"]
+SNAPSHOT_CHAIN_MODES = ("image_transfer", "auto")  # the modes `snapshot_chain` applies to
+NETCAT_MODES = ("ssh",)  # the modes `netcat` applies to
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*?/,#LW-]+$")
 _REQUEST_PARTS = ("body", "query", "path")
 _CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
@@ -110,6 +127,10 @@ class Policy(_Strict):
     repository: str = ""  # empty: the settings' repository
     vms: VmSelector
     mode: Mode = "auto"
+    # image_transfer (or what auto chooses) through snapshot chains, not the backup API; engines
+    # before 4.4 get them whatever this says
+    snapshot_chain: bool = False
+    netcat: bool = False  # ssh: the data over a plain TCP connection (nc), not the SSH session
     schedule: Schedule | None = None
     backup: BackupRhythm = Field(default_factory=lambda: BackupRhythm())
     retention: Retention = Field(default_factory=lambda: Retention())
@@ -127,6 +148,33 @@ class Policy(_Strict):
                 f"{value!r} is neither an absolute path nor a URL such as file:///srv/backups"
             )
         return value
+
+    @field_validator("snapshot_chain")
+    @classmethod
+    def _snapshot_chain(cls, value: bool, info: ValidationInfo) -> bool:
+        mode = info.data.get("mode")
+        if not value or mode is None or mode in SNAPSHOT_CHAIN_MODES:
+            return value
+        why = (
+            "mode ssh always reads snapshot chains off the hypervisor"
+            if mode == "ssh"
+            else f"mode {mode} does not read snapshot chains"
+        )
+        raise ValueError(
+            f"applies to mode image_transfer or auto only, and {why}: "
+            "remove snapshot_chain, or use mode image_transfer"
+        )
+
+    @field_validator("netcat")
+    @classmethod
+    def _netcat(cls, value: bool, info: ValidationInfo) -> bool:
+        mode = info.data.get("mode")
+        if not value or mode is None or mode in NETCAT_MODES:
+            return value
+        raise ValueError(
+            "applies to mode ssh only (the data over a plain TCP connection from the "
+            f"hypervisor), not to mode {mode}: remove netcat, or use mode ssh"
+        )
 
     @model_validator(mode="after")
     def _mode_fits_rhythm(self) -> Policy:
@@ -242,9 +290,18 @@ def is_proxy(vm: VmInfo) -> bool:
 
 
 def backup_request(
-    policy: Policy, vm: VmInfo, job_id: str, repository: str, mode: str
+    policy: Policy,
+    vm: VmInfo,
+    job_id: str,
+    repository: str,
+    choice: ModeChoice,
+    policies: Iterable[Policy] = (),
 ) -> BackupRequest:
-    """The request for one VM; `mode` is the policy's, or what `auto` chose for this VM."""
+    """The request for one VM; `choice` is the policy's mode, or what `auto` chose for this VM.
+
+    `policies` are the stored policies: the VM's snapshot is kept for the next incremental
+    when any of them (or `policy`) of the same manager selects the VM and is incremental.
+    """
     pre, post = policy.pre_snapshot, policy.post_snapshot
     return BackupRequest(
         job_id=job_id,
@@ -253,7 +310,7 @@ def backup_request(
         vm_id=vm.id,
         vm_name=vm.name,
         repository=repository,
-        mode=mode,
+        mode=choice.mode,
         incremental=policy.backup.type == "incremental",
         full_every=policy.backup.full_every,
         excluded_disks=tuple(policy.exclude_disks),
@@ -261,4 +318,50 @@ def backup_request(
         pre_command=pre.to_guest_command() if pre else None,
         post_command=post.to_guest_command() if post else None,
         priority=policy.priority,
+        keep_snapshot=keeps_snapshot(policy, vm, policies),
+        snapshot_chain=choice.snapshot_chain,
+        netcat=policy.netcat,
     )
+
+
+def keeps_snapshot(policy: Policy, vm: VmInfo, policies: Iterable[Policy] = ()) -> bool:
+    """Is the VM's last snapshot kept on the hypervisor for the next incremental? Yes when at
+    least one policy of the manager that selects the VM (`policy` selected it) is incremental."""
+    if policy.backup.type == "incremental":
+        return True
+    return any(
+        other.manager == policy.manager
+        and other.backup.type == "incremental"
+        and selects(other.vms, vm)
+        for other in policies
+    )
+
+
+# selecting VMs without the engine -------------------------------------------------------
+
+
+def selects(selector: VmSelector, vm: VmInfo) -> bool:
+    """Does the engine's search (`shared.engine.inventory.find_vms`) select the VM?
+
+    (any name or any pattern) and (any tag) and (any cluster); a criterion left empty does
+    not filter. As the engine's search: case is ignored, and in patterns, tags and clusters
+    `*` matches any run of characters; a name is compared whole (VM names hold no `*`).
+    """
+    if (selector.names or selector.patterns) and not (
+        any(_same(vm.name, name) for name in selector.names)
+        or any(_like(vm.name, pattern) for pattern in selector.patterns)
+    ):
+        return False
+    if selector.tags and not any(_like(tag, want) for tag in vm.tags for want in selector.tags):
+        return False
+    return not selector.clusters or any(_like(vm.cluster_name, c) for c in selector.clusters)
+
+
+def _same(actual: str, wanted: str) -> bool:
+    return actual.casefold() == wanted.casefold()
+
+
+def _like(actual: str, pattern: str) -> bool:
+    """`pattern` with `*` wildcards (nothing else is special) matches `actual`, ignoring case."""
+    regex = ".*".join(re.escape(part) for part in pattern.split("*"))
+    return re.fullmatch(regex, actual, flags=re.IGNORECASE | re.DOTALL) is not None

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from orchestrator import hosts as ssh_hosts
 from orchestrator import managers as mgr
 from orchestrator.policies import (
     NAME_PATTERN,
@@ -28,14 +29,16 @@ from orchestrator.policies import (
 )
 from orchestrator.support import refuse_unsupported
 from shared.backup.enqueue import Queued, SubmitBackup, queue_backup
-from shared.engine.models import EngineVersion, StorageDomainInfo, VmInfo
+from shared.engine.models import EngineVersion, HostInfo, StorageDomainInfo, VmInfo
 from shared.errors import ConfigError, DroverError, ServiceError
 from shared.jobs import RestoreRequest
 from shared.logging import get_logger
 from shared.modes import mode_for
 from shared.modes.auto import VmFacts, choose_mode
 from shared.repository.manifest import check_id
+from shared.sealed import fleet_key, opened_fields, sealed_fields
 from shared.settings import EngineSettings, Settings
+from shared.ssh import credentials
 from shared.state import JobState, JobStatus, StateStore, new_job_id
 
 log = get_logger(__name__)
@@ -45,6 +48,7 @@ MAX_LOCATION_CHARS = 1024  # of a repository location a client gives
 MAX_NAME_BYTES = 255  # of one component of a path (NAME_MAX)
 MAX_QUOTED_CHARS = 64  # of an input value quoted in an error
 REPOSITORY_HINT = "give an absolute path or a file:// URL, e.g. /srv/backups, file:///srv/backups"
+VERSIONED_MODES = ("image_transfer", "auto")  # chosen with the engine's version in hand
 
 
 class NotFound(DroverError):
@@ -72,6 +76,8 @@ class EngineLike(Protocol):
 
     def storage_domains(self) -> Sequence[StorageDomainInfo]: ...
 
+    def hosts(self) -> Sequence[HostInfo]: ...
+
 
 class RepositoryLike(Protocol):
     def list_backups(self) -> Sequence[Any]: ...
@@ -92,6 +98,7 @@ class RestoreIn(BaseModel):
     storage_domain: str = ""
     manager: str = Field(default="", pattern=f"({NAME_PATTERN})|^$")
     repository: str = Field(default="", max_length=MAX_LOCATION_CHARS)  # see check_repository
+    mode: str = ""  # whose disk sink writes the disks; empty: the backup's mode
 
 
 @dataclass
@@ -112,15 +119,34 @@ class Service:
                 f"manager {manager.name!r} already exists",
                 hint="remove it first, or replace it (PUT /managers/NAME, `--replace`)",
             )
-        version = self._test_engine(manager)
-        self.state.put_document(mgr.KIND, manager.name, manager.document())
-        log.info("manager registered", manager=manager.name, url=manager.url)
-        return manager.public() | {"engine_version": version}
+        version, engine_hosts = self._test_engine(manager)
+        document = sealed_fields(manager.document(), mgr.SECRETS, fleet_key(self.settings))
+        self.state.put_document(mgr.KIND, manager.name, document)
+        report = self._host_report(manager.name, engine_hosts)
+        log.info(
+            "manager registered",
+            manager=manager.name,
+            url=manager.url,
+            hosts_without_ssh=report["hosts_without_ssh"],
+        )
+        return manager.public() | {"engine_version": version} | report
 
-    def _test_engine(self, manager: mgr.Manager) -> str:
+    def sync_manager(self, name: str) -> dict[str, Any]:
+        """Test the connection again and report the engine's hosts against the registered
+        SSH credentials: which hosts have none, which credentials name no host any more."""
+        manager = self._manager(name)
+        version, engine_hosts = self._test_engine(manager)
+        return {"name": name, "engine_version": version} | self._host_report(name, engine_hosts)
+
+    def _host_report(self, manager: str, engine_hosts: Sequence[HostInfo]) -> dict[str, Any]:
+        registered = credentials.registered_hosts(self.state, manager)
+        return ssh_hosts.host_report(engine_hosts, registered)
+
+    def _test_engine(self, manager: mgr.Manager) -> tuple[str, list[HostInfo]]:
+        """The engine's version string and its hosts, through a new connection."""
         try:
             with self.connect(manager.engine_settings()) as engine:
-                return engine.test()
+                return engine.test(), list(engine.hosts())
         except DroverError as e:
             e.message = f"connection test of manager {manager.name!r} failed: {e.message}"
             e.args = (e.message,)
@@ -132,7 +158,7 @@ class Service:
             ) from e
 
     def managers(self) -> list[dict[str, Any]]:
-        return [mgr.manager_from(d).public() for d in self.state.documents(mgr.KIND)]
+        return [self._opened(d).public() for d in self.state.documents(mgr.KIND)]
 
     def manager(self, name: str) -> dict[str, Any]:
         return self._manager(name).public()
@@ -144,7 +170,10 @@ class Service:
                 f"manager {name!r} is not registered",
                 hint=f"add it with `drover manager add {name} --url ... --username ...`",
             )
-        return mgr.manager_from(document)
+        return self._opened(document)
+
+    def _opened(self, document: dict[str, Any]) -> mgr.Manager:
+        return mgr.manager_from(opened_fields(document, fleet_key(self.settings)))
 
     def remove_manager(self, name: str) -> None:
         self._manager(name)
@@ -155,6 +184,66 @@ class Service:
                 hint="remove those policies or point them at another manager first",
             )
         self.state.remove_document(mgr.KIND, name)
+        for host in credentials.registered_hosts(self.state, name):
+            credentials.remove_host(self.state, name, str(host["name"]))
+
+    # hosts: SSH credentials of a manager's hypervisors ----------------------------------
+    def put_host(self, manager_name: str, host: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Register (or replace) a host's SSH credentials, once the engine knows the host."""
+        manager = self._manager(manager_name)
+        where = f"host {ssh_hosts.quoted_name(host)} of manager {manager.name!r}"
+        access = ssh_hosts.checked_access(host, ssh_hosts.host_from(data, where), where)
+        engine_hosts = self._engine_hosts(manager)
+        if host not in {h.name for h in engine_hosts}:
+            names = ", ".join(sorted(h.name for h in engine_hosts)) or "none"
+            raise NotFound(
+                f"the engine of manager {manager.name!r} has no host named "
+                f"{ssh_hosts.quoted_name(host)} (its hosts: {names})",
+                hint=f"give the host's engine name, as `drover host list {manager.name}` shows",
+            )
+        registered = credentials.registered_hosts(self.state, manager.name)
+        replaced = host in {r["name"] for r in registered}
+        credentials.save_host(self.state, manager.name, access, key=fleet_key(self.settings))
+        view = ssh_hosts.registered_view(access.redacted())
+        log.info(
+            "host credentials registered",
+            manager=manager.name,
+            host=host,
+            address=access.address,
+            user=access.user,
+            auth=view["auth"],
+        )
+        return {"manager": manager.name, "credentials": True, "replaced": replaced} | view
+
+    def hosts(self, manager_name: str) -> list[dict[str, object]]:
+        """Every host of the manager's engine, `credentials` true or false, no secrets."""
+        manager = self._manager(manager_name)
+        engine_hosts = self._engine_hosts(manager)
+        registered = credentials.registered_hosts(self.state, manager.name)
+        return ssh_hosts.hosts_view(engine_hosts, registered)
+
+    def remove_host(self, manager_name: str, host: str) -> None:
+        manager = self._manager(manager_name)
+        ssh_hosts.check_name(host, "host")
+        if not credentials.remove_host(self.state, manager.name, host):
+            raise NotFound(
+                f"host {ssh_hosts.quoted_name(host)} of manager {manager.name!r} has no SSH "
+                "credentials registered",
+                hint=f"list them with `drover host list {manager.name}`",
+            )
+        log.info("host credentials removed", manager=manager.name, host=host)
+
+    def _engine_hosts(self, manager: mgr.Manager) -> list[HostInfo]:
+        try:
+            with self.connect(manager.engine_settings()) as engine:
+                return list(engine.hosts())
+        except DroverError:
+            raise
+        except Exception as e:
+            raise ServiceError(
+                f"reading the hosts of manager {manager.name!r} failed: {e}",
+                hint="check the manager with `drover manager sync`",
+            ) from e
 
     # policies --------------------------------------------------------------------------
     def put_policy(
@@ -177,12 +266,18 @@ class Service:
         return {"policy": policy.model_dump(mode="json"), "warnings": self._policy_warnings(policy)}
 
     def _policy_warnings(self, policy: Policy) -> list[str]:
-        if self.state.document(mgr.KIND, policy.manager):
-            return []
-        return [
-            f"manager {policy.manager!r} is not registered yet: add it with "
-            f"`drover manager add {policy.manager} ...` before running the policy"
-        ]
+        if not self.state.document(mgr.KIND, policy.manager):
+            return [
+                f"manager {policy.manager!r} is not registered yet: add it with "
+                f"`drover manager add {policy.manager} ...` before running the policy"
+            ]
+        if policy.mode == "ssh" and not credentials.registered_hosts(self.state, policy.manager):
+            return [
+                f"mode ssh reads the disks on a host of manager {policy.manager!r}, but none "
+                f"has SSH credentials: register them with `drover host add {policy.manager} "
+                f"HOST ...` (`drover host list {policy.manager}` shows the hosts)"
+            ]
+        return []
 
     def policies(self) -> list[dict[str, Any]]:
         return [p.model_dump(mode="json") for p in self._policies()]
@@ -216,10 +311,11 @@ class Service:
             vms = self._select_vms(policy, engine)
             facts = self._facts_source(policy, engine)
         repository = policy.repository or self.settings.default_repository
+        stored = self._policies()  # whose selections decide whether snapshots are kept
         jobs: list[dict[str, Any]] = []
         refused: list[dict[str, str]] = []
         for vm in vms:
-            outcome = self._start_backup(policy, vm, repository, facts)
+            outcome = self._start_backup(policy, vm, repository, facts, stored)
             (jobs if "job_id" in outcome else refused).append(outcome)
         log.info("policy run", policy=name, jobs=len(jobs), refused=len(refused))
         return {"policy": name, "vms": len(vms), "jobs": jobs, "refused": refused}
@@ -240,20 +336,30 @@ class Service:
         return [vm for vm in found if not is_proxy(vm)]
 
     def _facts_source(self, policy: Policy, engine: EngineLike) -> _Facts:
-        """What `auto` decides from, read once per run (only when the policy says auto)."""
+        """What the mode is chosen from, read once per run: the engine's version for image
+        transfer and auto (an engine before 4.4 needs snapshot chains), the storage domains
+        and the live queues for auto only."""
+        version = EngineVersion(0, 0)  # not read: the mode does not depend on it
+        if policy.mode in VERSIONED_MODES:
+            version = engine.version()
         if policy.mode != "auto":
-            return _Facts(EngineVersion(0, 0), {}, set())
+            return _Facts(version, {}, set())
         domains = {sd.id: sd.type for sd in engine.storage_domains()}
-        return _Facts(engine.version(), domains, self.live_queues())
+        return _Facts(version, domains, self.live_queues())
 
     def _start_backup(
-        self, policy: Policy, vm: VmInfo, repository: str, facts: _Facts
+        self,
+        policy: Policy,
+        vm: VmInfo,
+        repository: str,
+        facts: _Facts,
+        stored: Sequence[Policy] = (),
     ) -> dict[str, Any]:
         try:
-            choice = choose_mode(policy.mode, facts.of(vm))
+            choice = choose_mode(policy.mode, facts.of(vm), snapshot_chain=policy.snapshot_chain)
         except ConfigError as error:
             return _refusal(vm, str(error))
-        request = backup_request(policy, vm, new_job_id(), repository, choice.mode)
+        request = backup_request(policy, vm, new_job_id(), repository, choice, stored)
         queue = mode_for(choice.mode).queue(vm.cluster_name)
         outcome = queue_backup(self.state, self.submit_backup, request, vm, queue, choice.reason)
         if isinstance(outcome, Queued):
@@ -314,7 +420,7 @@ class Service:
             name=spec.name,
             cluster=spec.cluster,
             storage_domain=spec.storage_domain,
-            mode=backup.get("mode") or "image_transfer",  # the only mode before modes existed
+            mode=_restore_mode(spec.mode, backup),
         )
         job = JobState(
             id=request.job_id,
@@ -473,6 +579,14 @@ def _with_name(data: dict[str, Any], name: str) -> dict[str, Any]:
             hint="make them the same, or leave name out of the body",
         )
     return {**data, "name": name}
+
+
+def _restore_mode(requested: str, backup: dict[str, Any]) -> str:
+    """The backup's own mode unless another is asked for: every backup is a full image, so any
+    mode's disk sink can write it."""
+    mode = requested or backup.get("mode") or "image_transfer"  # before modes existed
+    mode_for(mode)  # refuses a mode this version does not have
+    return mode
 
 
 def _restore_input(data: dict[str, Any]) -> RestoreIn:

@@ -1,7 +1,7 @@
 """What this version of Drover can carry out of a policy; the rest is refused, not ignored.
 
 The policy model (`orchestrator.policies`) describes features that have not landed yet: the
-ssh and disk_attachment modes, S3 repositories, schedules and retention. A stored policy that
+disk_attachment mode, S3 repositories, schedules and retention. A stored policy that
 uses them still loads (the model accepts them), but `refuse_unsupported` stops it from being
 applied or run, with one message naming every such feature and what to do instead, so that a
 policy never silently does something other than what it says. Repository URLs other than

@@ -47,6 +47,11 @@ class BackupRequest:
     pre_command: GuestCommand | None = None
     post_command: GuestCommand | None = None
     priority: int = 5  # 0 (low) .. 9 (high)
+    # snapshot-chain modes: keep this backup's snapshot for the next incremental (a policy
+    # of the VM is incremental) or remove it once the backup is committed
+    keep_snapshot: bool = False
+    snapshot_chain: bool = False  # image_transfer through snapshot chains, not the backup API
+    netcat: bool = False  # ssh: the data over a plain TCP connection, not the SSH session
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -21,7 +21,7 @@ from shared.backup.journal import JobJournal
 from shared.engine.client import EngineClient
 from shared.errors import DroverError
 from shared.logging import get_logger
-from shared.modes import mode_for
+from shared.modes import Leftovers, mode_for
 from shared.restore.restore import undo_recorded
 from shared.state import JobState, StateStore
 
@@ -104,7 +104,8 @@ def _clean(
             else:
                 queued = (store.request(job.id) or {}).get("disk_ids", [])
                 disk_ids = journal.disk_ids(queued)
-                mode_for(job.mode).cleanup(engine, job.vm_id, disk_ids, objects)
+                leftovers = Leftovers(engine, job.vm_id, disk_ids, objects, job.manager, store)
+                mode_for(job.mode).cleanup(leftovers)
                 journal.clear()
     except DroverError as error:
         return Reaped(job.id, job.vm_name, "failed", f"{why}; cleaning failed: {error}", objects)

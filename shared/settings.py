@@ -43,6 +43,22 @@ class WorkerSettings(BaseModel):
     visibility_timeout_s: int = 120
 
 
+class SshSettings(BaseModel):
+    """SSH transfer mode."""
+
+    # netcat: the workers listen for the hosts' data connections on a port of this range
+    netcat_ports: tuple[int, int] = (50000, 50099)
+    netcat_bind: str = ""  # empty: the address the worker reaches the host from
+    connections: int = 4  # readers (agents) per disk at once
+
+
+class ProxySettings(BaseModel):
+    """A proxy-VM worker (`drover worker --proxy`, disk attachment mode)."""
+
+    root: Path = Path("/")  # where the node's /sys, /etc and /dev are (tests: a lab proxy's root)
+    manager: str = ""  # the engine the proxy VM belongs to; empty: the only registered one
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DROVER_", env_nested_delimiter="__", extra="ignore"
@@ -60,6 +76,9 @@ class Settings(BaseSettings):
     repository: str = ""  # default backup repository; empty: <state_dir>/repository
     flower_user: str = ""
     flower_password: SecretStr = SecretStr("")
+    secret_key: SecretStr = SecretStr("")  # seals stored secrets (shared.sealed)
+    ssh: SshSettings = Field(default_factory=SshSettings)
+    proxy: ProxySettings = Field(default_factory=ProxySettings)
 
     @property
     def default_repository(self) -> str:

@@ -11,6 +11,9 @@
                                             read again after a worker died counts twice), bytes,
                                             times
     drover:job:<id>:chunks:<disk>    hash   chunk index -> digest of every chunk already stored
+    drover:job:<id>:chunks:<disk>:layer<n>
+                                     hash   the same for one qcow2 layer's pass (snapshot-chain
+                                            backups copy a disk's layers bottom up, one at a time)
     drover:jobs                      zset   job ids by creation time
     drover:lock:vm:<vm>              string "<fencing token>:<job id>" holding the VM (TTL)
     drover:fence:vm:<vm>             string counter handing out fencing tokens
@@ -297,6 +300,38 @@ class StateStore:
             pipe.hset(progress_key, "updated_at", repr(time.time()))
             pipe.expire(chunks_key, JOB_TTL_S)
             pipe.execute()
+
+    def record_layer_chunk(
+        self, job_id: str, disk_id: str, layer: int, index: int, digest: str, nbytes: int
+    ) -> None:
+        """One chunk of one layer's pass read and stored ("" for zeros): in the layer's map,
+        which a resumed pass skips, and in the disk's, where the upper layer's chunk replaces
+        the lower one's because the passes run bottom up. One round trip."""
+        layer_key = key("job", job_id, "chunks", disk_id, f"layer{layer}")
+        progress_key = key("job", job_id, "disk", disk_id)
+        pipe = self.redis.pipeline()
+        pipe.hincrby(progress_key, "chunks_read", 1)
+        pipe.hset(key("job", job_id, "chunks", disk_id), str(index), digest)
+        pipe.hset(layer_key, str(index), digest)
+        if digest:
+            pipe.hincrby(progress_key, "bytes_read", nbytes)
+        pipe.hset(progress_key, "updated_at", repr(time.time()))
+        for k in (layer_key, key("job", job_id, "chunks", disk_id)):
+            pipe.expire(k, JOB_TTL_S)
+        pipe.execute()
+
+    def layer_chunks(self, job_id: str, disk_id: str, layer: int) -> dict[int, str]:
+        raw = self.redis.hgetall(key("job", job_id, "chunks", disk_id, f"layer{layer}"))
+        return {int(index): digest for index, digest in raw.items()}
+
+    def save_disk_chain(self, job_id: str, disk_id: str, chain: list[dict[str, Any]]) -> None:
+        """The qcow2 layers a snapshot-chain backup read for the disk, for its manifest."""
+        progress_key = key("job", job_id, "disk", disk_id)
+        self.redis.hset(progress_key, "chain", json.dumps(chain))
+
+    def disk_chain(self, job_id: str, disk_id: str) -> list[dict[str, Any]]:
+        raw = self.redis.hget(key("job", job_id, "disk", disk_id), "chain")
+        return list(json.loads(raw)) if raw else []
 
     def record_read(self, job_id: str, disk_id: str) -> None:
         self.redis.hincrby(key("job", job_id, "disk", disk_id), "chunks_read", 1)

@@ -18,7 +18,7 @@ from celery.exceptions import Retry
 from shared.backup.step import JobStateLost, JobStep
 from shared.errors import DroverError
 from shared.logging import bind_ids, get_logger
-from shared.modes import mode_for
+from shared.modes import Leftovers, mode_of
 from shared.redact import redact
 from shared.state import FailOutcome, JobStatus
 from workers.resources import connect_engine, repository, state_store
@@ -92,9 +92,11 @@ def _clean_engine(step: JobStep) -> None:
     request, journal = step.request, step.journal
     try:
         with step.engine() as engine:
-            mode_for(request.mode).cleanup(
-                engine, request.vm_id, journal.disk_ids(request.disk_ids), journal.objects()
+            disk_ids = journal.disk_ids(request.disk_ids)
+            leftovers = Leftovers(
+                engine, request.vm_id, disk_ids, journal.objects(), request.manager, step.store
             )
+            mode_of(request).cleanup(leftovers)
         journal.clear()
     except Exception as error:  # cleanup must not hide the first failure; the reaper retries
         journal.warn(f"cleanup incomplete: {describe(error)}")

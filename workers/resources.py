@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from shared.engine.client import EngineClient, Guard
 from shared.errors import ConfigError
 from shared.repository.repository import Repository
+from shared.sealed import opened_fields
 from shared.settings import EngineSettings, get_settings
 from shared.state import StateStore
 
@@ -23,11 +24,12 @@ def state_store() -> StateStore:
 
 
 def engine_settings(manager: str, store: StateStore | None = None) -> EngineSettings:
-    document = (store or state_store()).document("manager", manager)
-    if document is None:
+    stored = (store or state_store()).document("manager", manager)
+    if stored is None:
         raise ConfigError(
             f"manager {manager!r} is not registered", hint="add it with `drover manager add`"
         )
+    document = opened_fields(stored)
     return EngineSettings(
         url=document["url"],
         username=document["username"],

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lab.dataplane import DataPlane
 from lab.engine.inventory import Inventory
 from lab.engine.tasks import Tasks
+from lab.engine.version import DEFAULT_VERSION, EngineVersion
 
 
 @dataclass
@@ -35,3 +36,5 @@ class Engine:
     dataplane: DataPlane
     tasks: Tasks
     timings: Timings
+    # the version the engine presents; replaced whole (never mutated) when changed at runtime
+    version: EngineVersion = field(default=DEFAULT_VERSION)

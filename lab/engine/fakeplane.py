@@ -78,7 +78,9 @@ class FakeDataPlane:
 
     def host_endpoints(self) -> list[HostEndpoints]:
         return [
-            HostEndpoints(h.name, "127.0.0.1", 0, "root", "/dev/null", "", 54322 + i, "/tmp")
+            HostEndpoints(
+                h.name, "127.0.0.1", 0, "root", "/dev/null", "", 54322 + i, "/tmp", "/dev"
+            )
             for i, h in enumerate(self.hosts)
         ]
 

@@ -1,4 +1,8 @@
-"""Maps `METHOD path` under /ovirt-engine/api to handlers; `{name}` segments become params."""
+"""Maps `METHOD path` under /ovirt-engine/api to handlers; `{name}` segments become params.
+
+A route added with `since=(4, 4)` exists only while the engine presents 4.4 or later: for
+an older engine its path is unknown (404, as any path the engine does not serve).
+"""
 
 from __future__ import annotations
 
@@ -47,20 +51,28 @@ class _Route:
     method: str
     pattern: re.Pattern[str]
     handler: Handler
+    since: tuple[int, int] | None = None
 
 
 class Router:
     def __init__(self) -> None:
         self._routes: list[_Route] = []
 
-    def add(self, method: str, template: str, handler: Handler) -> None:
+    def add(
+        self, method: str, template: str, handler: Handler, since: tuple[int, int] | None = None
+    ) -> None:
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template.strip("/"))
-        self._routes.append(_Route(method, re.compile(f"^{regex}$"), handler))
+        self._routes.append(_Route(method, re.compile(f"^{regex}$"), handler, since))
 
-    def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
+    def resolve(
+        self, method: str, path: str, version: tuple[int, int] | None = None
+    ) -> tuple[Handler, dict[str, str]]:
+        """The handler of `METHOD path` on an engine of `version` (None: every route)."""
         path = path.strip("/")
         path_matched = False
         for route in self._routes:
+            if version is not None and route.since is not None and version < route.since:
+                continue
             match = route.pattern.match(path)
             if match is None:
                 continue

@@ -2,6 +2,10 @@
 
 `EngineServer(inventory, dataplane, cert_file, key_file, ...)`; `start()` serves on a
 background thread, `stop()` stops serving and joins the engine's background jobs.
+
+`version` is the engine version it presents (default 4.5.5, see lab.engine.version);
+`set_version()` or `POST /ovirt-engine/lab/version {"version": "4.3"}` change it while it
+runs, and `on_version_change` (if given) is told each new version.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import json
 import logging
 import ssl
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,8 @@ from lab.engine.outage import Outage
 from lab.engine.router import Request, Response, Router
 from lab.engine.sso import Sso, TokenStore
 from lab.engine.tasks import Tasks
+from lab.engine.version import EngineVersion, as_version, version_control
+from lab.engine.xml import presenting
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +39,7 @@ LAB_PREFIX = "/ovirt-engine/lab"
 SSO_TOKEN = "/ovirt-engine/sso/oauth/token"
 SSO_LOGOUT = "/ovirt-engine/services/sso-logout"
 LAB_OUTAGE = LAB_PREFIX + "/outage"
+LAB_VERSION = LAB_PREFIX + "/version"
 
 
 class EngineServer:
@@ -46,8 +54,14 @@ class EngineServer:
         username: str = "admin@internal",
         password: str = "password",
         timings: Timings | None = None,
+        version: str | EngineVersion | None = None,
+        on_version_change: Callable[[EngineVersion], None] | None = None,
     ) -> None:
-        self.engine = Engine(inventory, dataplane, Tasks(), timings or Timings())
+        self.engine = Engine(
+            inventory, dataplane, Tasks(), timings or Timings(), as_version(version)
+        )
+        self._on_version_change = on_version_change
+        self._version_lock = threading.Lock()
         self.sso = Sso(username, password, TokenStore())
         self.router = Router()
         self.outage = Outage()  # injected failures, see lab.engine.outage
@@ -75,6 +89,20 @@ class EngineServer:
             host = host.decode()
         return f"https://{host}:{self.port}{API_PREFIX}"
 
+    @property
+    def version(self) -> EngineVersion:
+        return self.engine.version
+
+    def set_version(self, value: str | EngineVersion) -> EngineVersion:
+        """Present another engine version from now on (requests under way keep theirs)."""
+        new = as_version(value)
+        with self._version_lock:
+            self.engine.version = new
+            if self._on_version_change is not None:
+                self._on_version_change(new)
+        log.info("the lab engine now presents version %s", new.full_version)
+        return new
+
     def start(self) -> None:
         monitor.start(self.engine)
         self._thread = threading.Thread(
@@ -99,6 +127,9 @@ class EngineServer:
             if path == LAB_OUTAGE:
                 self._authenticate(headers)
                 return self.outage.control(method, body)
+            if path == LAB_VERSION:
+                self._authenticate(headers)
+                return version_control(method, body, lambda: self.version, self.set_version)
             if not path.startswith(LAB_PREFIX + "/"):
                 failure = self.outage.intercept(method, path)
                 if failure is not None:
@@ -129,9 +160,12 @@ class EngineServer:
     def _api(
         self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
     ) -> Response:
-        handler, params = self.router.resolve(method, path)
+        presented = self.engine.version
+        api_version = (presented.major, presented.minor)
+        handler, params = self.router.resolve(method, path, api_version)
         request = Request(method, path, params, dict(parse_qsl(query)), headers, body, self.engine)
-        return handler(request)
+        with presenting(api_version):
+            return handler(request)
 
 
 def _form(body: bytes) -> dict[str, str]:

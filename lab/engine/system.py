@@ -1,5 +1,9 @@
 """The API root and the estate's static collections: data centers, clusters, hosts,
-storage domains, tags, templates."""
+storage domains, tags, templates.
+
+The product version and the compatibility level of data centers and clusters are those of
+the version the engine presents (`Engine.version`, see lab.engine.version).
+"""
 
 from __future__ import annotations
 
@@ -27,9 +31,9 @@ from lab.engine.inventory import (
     stable_id,
 )
 from lab.engine.router import Request, Response, Router
+from lab.engine.version import DEFAULT_VERSION, EngineVersion
 from lab.engine.xml import API, href, make, timestamp
 
-PRODUCT_VERSION = types.Version(major=4, minor=5, build=5, revision=1, full_version="4.5.5-1.el8")
 _STORAGE_TYPES = {
     DomainKind.FILE: types.StorageType.NFS,
     DomainKind.GLUSTER: types.StorageType.GLUSTERFS,
@@ -67,7 +71,9 @@ def get_api(req: Request) -> Response:
             types.Api,
             API,
             product_info=types.ProductInfo(
-                name="oVirt Engine", vendor="ovirt.org", version=PRODUCT_VERSION
+                name="oVirt Engine",
+                vendor="ovirt.org",
+                version=req.engine.version.product_version(),
             ),
             summary=types.ApiSummary(
                 hosts=_summary(len(inv.hosts), len(inv.hosts)),
@@ -92,7 +98,7 @@ def _summary(total: int, active: int) -> types.ApiSummaryItem:
 
 
 # data centers
-def dc_type(dc: DataCenter) -> types.DataCenter:
+def dc_type(dc: DataCenter, version: EngineVersion = DEFAULT_VERSION) -> types.DataCenter:
     return make(
         types.DataCenter,
         href("datacenters", dc.id),
@@ -102,15 +108,15 @@ def dc_type(dc: DataCenter) -> types.DataCenter:
         local=False,
         status=types.DataCenterStatus.UP,
         storage_format=types.StorageFormat.V5,
-        version=types.Version(major=4, minor=7),
-        supported_versions=[types.Version(major=4, minor=7)],
+        version=version.compatibility_version(),
+        supported_versions=[version.compatibility_version()],
     )
 
 
 def list_dcs(req: Request) -> Response:
     with req.engine.inventory.lock:
         dcs = filter_by_name(req, req.engine.inventory.data_centers.values(), lambda d: d.name)
-        return listing([dc_type(d) for d in dcs], "data_centers")
+        return listing([dc_type(d, req.engine.version) for d in dcs], "data_centers")
 
 
 def _dc(inv: Inventory, dc_id: str) -> DataCenter:
@@ -122,14 +128,16 @@ def _dc(inv: Inventory, dc_id: str) -> DataCenter:
 
 def get_dc(req: Request) -> Response:
     with req.engine.inventory.lock:
-        return ok(dc_type(_dc(req.engine.inventory, req.params["dc"])))
+        return ok(dc_type(_dc(req.engine.inventory, req.params["dc"]), req.engine.version))
 
 
 def list_dc_clusters(req: Request) -> Response:
     inv = req.engine.inventory
     with inv.lock:
         dc = _dc(inv, req.params["dc"])
-        clusters = [cluster_type(c) for c in inv.clusters.values() if c.dc_id == dc.id]
+        clusters = [
+            cluster_type(c, req.engine.version) for c in inv.clusters.values() if c.dc_id == dc.id
+        ]
         return listing(clusters, "clusters")
 
 
@@ -192,7 +200,7 @@ def get_network(req: Request) -> Response:
 
 
 # clusters and hosts
-def cluster_type(cluster: Cluster) -> types.Cluster:
+def cluster_type(cluster: Cluster, version: EngineVersion = DEFAULT_VERSION) -> types.Cluster:
     return make(
         types.Cluster,
         href("clusters", cluster.id),
@@ -200,7 +208,7 @@ def cluster_type(cluster: Cluster) -> types.Cluster:
         name=cluster.name,
         description="",
         data_center=dc_ref(cluster.dc_id),
-        version=types.Version(major=4, minor=7),
+        version=version.compatibility_version(),
         cpu=types.Cpu(architecture=types.Architecture.X86_64, type="Secure Intel Cascadelake"),
         gluster_service=True,
         virt_service=True,
@@ -210,12 +218,13 @@ def cluster_type(cluster: Cluster) -> types.Cluster:
 def list_clusters(req: Request) -> Response:
     with req.engine.inventory.lock:
         items = filter_by_name(req, req.engine.inventory.clusters.values(), lambda c: c.name)
-        return listing([cluster_type(c) for c in items], "clusters")
+        return listing([cluster_type(c, req.engine.version) for c in items], "clusters")
 
 
 def get_cluster(req: Request) -> Response:
     with req.engine.inventory.lock:
-        return ok(cluster_type(req.engine.inventory.cluster(req.params["cluster"])))
+        cluster = req.engine.inventory.cluster(req.params["cluster"])
+        return ok(cluster_type(cluster, req.engine.version))
 
 
 def host_type(host: Host) -> types.Host:

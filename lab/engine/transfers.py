@@ -9,6 +9,11 @@ As TransferDiskImageCommand: a disk plugged into a VM that is not Down is transf
 through a backup or a disk snapshot; a backup's transfer is never qcow2; an idle transfer
 follows its `timeout_policy` (legacy: downloads are cancelled, uploads paused; pause;
 cancel); a failed or cancelled upload leaves its disk ILLEGAL and the disk is removed.
+
+An engine presenting a version before 4.4 (lab.engine.version) is a 4.3 engine: there are
+no backups, so a transfer naming one is refused (400); ovirt-imageio served the volume's
+file, so every transfer moves the volume file as it is, whatever `format` and `shallow`
+the request asked (a qcow2 volume's transfer is a "cow" one: its qcow2 bytes).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from lab.engine.disks import ensure_unlocked, forget_disk
 from lab.engine.faults import bad_request, conflict, incomplete
 from lab.engine.inventory import Backup, Disk, DiskState, Inventory, Transfer, VmState, new_id
 from lab.engine.router import Request, Response, Router
+from lab.engine.version import EngineVersion
 from lab.engine.xml import href, make, parse, parse_action
 
 log = logging.getLogger(__name__)
@@ -89,7 +95,7 @@ def add_transfer(req: Request) -> Response:
     engine = req.engine
     inv = engine.inventory
     with inv.lock:
-        transfer = _new_transfer(inv, spec, engine.timings.inactivity_timeout)
+        transfer = _new_transfer(inv, spec, engine.timings.inactivity_timeout, engine.version)
         disk = inv.disk(transfer.disk_id)
         disk.transfer_id = transfer.id
         if transfer.backup_id is None:
@@ -101,8 +107,15 @@ def add_transfer(req: Request) -> Response:
     return answer
 
 
-def _new_transfer(inv: Inventory, spec: types.ImageTransfer, default_timeout: int) -> Transfer:
+def _new_transfer(
+    inv: Inventory, spec: types.ImageTransfer, default_timeout: int, version: EngineVersion
+) -> Transfer:
     direction = spec.direction.value if spec.direction else "upload"
+    if not version.backup_api and spec.backup is not None:
+        raise bad_request(
+            "Cannot transfer Virtual Disk. VM backups are not supported by engine version "
+            f"{version.short}."
+        )
     backup = _backup_of(inv, spec)
     disk, volume = _target(inv, spec, backup)
     if backup is None:
@@ -120,13 +133,16 @@ def _new_transfer(inv: Inventory, spec: types.ImageTransfer, default_timeout: in
         fmt = VolumeFormat.RAW
     if direction == "upload" and (backup is not None or volume != disk.top):
         raise bad_request("Cannot transfer image. Uploads are only possible to a disk.")
+    backing_chain = fmt == VolumeFormat.RAW and not spec.shallow
+    if not version.backup_api:  # 4.3: imageio serves the volume's file as it is
+        fmt, backing_chain = disk.volume_format(volume), False
     return Transfer(
         id=new_id(),
         disk_id=disk.id,
         direction=direction,
         format=fmt,
         volume_id=volume,
-        backing_chain=fmt == VolumeFormat.RAW and not spec.shallow,
+        backing_chain=backing_chain,
         inactivity_timeout=(
             default_timeout if spec.inactivity_timeout is None else spec.inactivity_timeout
         ),

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from ovirtsdk4 import reader, types, writer
 
 from lab.engine.faults import ApiError, syntax_error
+from lab.engine.version import BACKUP_API
 
 API = "/ovirt-engine/api"
 T = TypeVar("T")
@@ -46,6 +50,20 @@ LINKS: dict[type, tuple[str, ...]] = {
     types.Backup: ("disks",),
     types.Checkpoint: ("disks",),
 }
+# Links to sub-collections that an older engine does not have: (major, minor) they came with.
+LINKS_SINCE: dict[str, tuple[int, int]] = {"backups": BACKUP_API, "checkpoints": BACKUP_API}
+# The (major, minor) the engine presents while it renders an answer (None: the newest).
+_PRESENTED: ContextVar[tuple[int, int] | None] = ContextVar("presented_version", default=None)
+
+
+@contextlib.contextmanager
+def presenting(version: tuple[int, int]) -> Iterator[None]:
+    """Render the objects of this request as an engine of `version` would."""
+    token = _PRESENTED.set(version)
+    try:
+        yield
+    finally:
+        _PRESENTED.reset(token)
 
 
 def href(*parts: str) -> str:
@@ -84,7 +102,11 @@ def _rels(obj: Any) -> tuple[str, ...]:
         return ()
     if isinstance(obj, types.Disk) and link != href("disks", obj.id):
         return ()
-    return LINKS.get(type(obj), ())
+    rels = LINKS.get(type(obj), ())
+    version = _PRESENTED.get()
+    if version is None:
+        return rels
+    return tuple(rel for rel in rels if version >= LINKS_SINCE.get(rel, (0, 0)))
 
 
 def render_list(objs: list[Any], root: str) -> str:

@@ -46,7 +46,8 @@ class LabDataPlane:
     """Real qemu-nbd, ovirt-imageio and sshd processes over a directory tree."""
 
     def __init__(self, state_dir: Path, hosts: list[HostSpec], ca: CertificateAuthority) -> None:
-        self.state_dir = Path(state_dir)
+        # absolute: lab.json publishes paths under it, and the hosts' scripts embed them
+        self.state_dir = Path(state_dir).absolute()
         self.layout = Layout(self.state_dir)
         self.ca = ca
         self.specs = list(hosts)
@@ -160,6 +161,7 @@ class LabDataPlane:
             ssh_host_key=runtime.sshd.host_public_key(),
             imageio_port=runtime.imageio.port,
             mount_root=str(self.layout.mount_root(runtime.spec.name)),
+            dev_root=str(self.layout.host_dev(runtime.spec.name)),
         )
 
     def proxy_imageio_url(self) -> str:

@@ -3,8 +3,10 @@
     storage/<sd>/images/<disk>/<vol>[.meta]   file and gluster domains (shared by all hosts)
     storage/<sd>/lv/images/<disk>/<vol>       block domain LV bytes (hidden)
     storage/<sd>/meta/<vol>.meta              block domain volume metadata
-    hosts/<host>/rhev/data-center/mnt/...     each host's mount root (links to storage)
-    hosts/<host>/dev/<sd>/<vol>               block LV device, exists only while active
+    hosts/<host>/rhev/data-center/mnt/...     each host's mount root (links to storage),
+                                              lab.json's `mount_root`
+    hosts/<host>/dev/<sd>/<vol>               block LV device, exists only while active;
+                                              hosts/<host>/dev is lab.json's `dev_root`
     hosts/<host>/bin/                         lvchange / lvs helpers (on the ssh PATH)
     proxies/<vm>/dev/disk/by-id/<device>      disks attached to proxy VMs
 """

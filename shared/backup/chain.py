@@ -58,8 +58,8 @@ def _from_last(
         return KindChoice("full", warnings=[f"{why}; taking a full backup"])
     if not mode.anchor_exists(engine, vm_id, last.checkpoint_id):
         warning = (
-            f"checkpoint chain broken: the engine no longer has checkpoint {last.checkpoint_id} "
-            f"of backup {last.backup_id}; taking a full backup"
+            f"{mode.anchor_name} chain broken: the engine no longer has {mode.anchor_name} "
+            f"{last.checkpoint_id} of backup {last.backup_id}; taking a full backup"
         )
         return KindChoice("full", warnings=[warning])
     return KindChoice("incremental", last)

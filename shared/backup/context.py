@@ -22,11 +22,11 @@ class DiskRef:
     storage_domain_id: str = ""
     interface: str = ""
     bootable: bool = False
-    incremental_capable: bool = False  # the engine tracks its changed blocks
+    incremental_capable: bool = False  # an incremental can read only what changed
     incremental: bool = False  # this backup reads only what changed since the parent
 
     @classmethod
-    def from_info(cls, info: DiskInfo) -> DiskRef:
+    def from_info(cls, info: DiskInfo, *, incremental_capable: bool) -> DiskRef:
         return cls(
             id=info.id,
             name=info.name or "",
@@ -35,7 +35,7 @@ class DiskRef:
             storage_domain_id=info.storage_domain_id or "",
             interface=str(info.interface or ""),
             bootable=bool(info.bootable),
-            incremental_capable=str(info.backup) == "incremental",
+            incremental_capable=incremental_capable,
         )
 
 

@@ -29,18 +29,20 @@ class DiskChunkReader:
         for span in plan.reads:
             start, end = span.start - plan.start, span.end - plan.start
             _zero(buffer[cursor:start])
-            self._read_exactly(span.start, buffer[start:end])
+            read_exactly(self._source, span.start, buffer[start:end])
             cursor = end
         _zero(buffer[cursor:])
         return None if is_zero(buffer) else buffer
 
-    def _read_exactly(self, offset: int, view: memoryview) -> None:
-        done = 0
-        while done < len(view):
-            n = self._source.readinto(offset + done, view[done:])
-            if n <= 0:
-                raise EOFError(f"the disk ended at {offset + done}, before {offset + len(view)}")
-            done += n
+
+def read_exactly(source: Readable, offset: int, view: memoryview) -> None:
+    """Fill `view` from `offset`; EOFError when the source ends first."""
+    done = 0
+    while done < len(view):
+        n = source.readinto(offset + done, view[done:])
+        if n <= 0:
+            raise EOFError(f"the disk ended at {offset + done}, before {offset + len(view)}")
+        done += n
 
 
 def _zero(view: memoryview) -> None:

@@ -21,7 +21,9 @@ def build_manifest(
     disks = []
     for disk in context.disks:
         base = parent.disk(disk.id).chunks if parent and disk.incremental else {}
-        disks.append(_disk_manifest(disk, store.stored_chunks(context.job_id, disk.id), base, repo))
+        stored = store.stored_chunks(context.job_id, disk.id)
+        chain = store.disk_chain(context.job_id, disk.id)
+        disks.append(_disk_manifest(disk, stored, base, repo, chain))
     incremental = context.kind == "incremental"
     return Manifest(
         backup_id=context.job_id,
@@ -40,12 +42,16 @@ def build_manifest(
 
 
 def _disk_manifest(
-    disk: DiskRef, stored: dict[int, str], parent_chunks: dict[int, str], repo: Repository
+    disk: DiskRef,
+    stored: dict[int, str],
+    parent_chunks: dict[int, str],
+    repo: Repository,
+    chain: list[dict[str, Any]],
 ) -> DiskManifest:
     changed = {index: digest or None for index, digest in stored.items()}
     chunks = resolve_chunks(parent_chunks, changed, disk.size, repo.chunk_size)
     fmt = "cow" if disk.format == "cow" else "raw"
-    return DiskManifest(disk.id, disk.name, disk.size, fmt, repo.chunk_size, chunks)
+    return DiskManifest(disk.id, disk.name, disk.size, fmt, repo.chunk_size, chunks, chain=chain)
 
 
 def _stats(store: StateStore, context: JobContext) -> dict[str, Any]:

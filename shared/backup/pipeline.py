@@ -16,13 +16,11 @@ from shared.backup.chain import KindChoice, choose_kind
 from shared.backup.context import DiskRef, JobContext
 from shared.backup.enqueue import selected_disks
 from shared.backup.manifests import build_manifest
-from shared.backup.progress import ChunkProgress
 from shared.backup.step import JobStep
-from shared.backup.transfer import copy_disk_to_repository
 from shared.engine.models import VmInfo
 from shared.guest import run_guest_command
 from shared.logging import get_logger
-from shared.modes import JobRun, mode_for
+from shared.modes import JobRun, TransferMode, mode_of
 from shared.state import JobStatus
 
 log = get_logger(__name__)
@@ -36,12 +34,12 @@ def prepare(step: JobStep) -> None:
     if store.context(request.job_id) is not None:
         return
     store.set_status(request.job_id, JobStatus.RUNNING)
-    repo, mode = step.repository(), mode_for(request.mode)
+    repo, mode = step.repository(), mode_of(request)
     with step.engine() as engine:
         vm = engine.vm(request.vm_id)
         ovf = engine.vm_ovf(request.vm_id)
         choice = choose_kind(request, repo.list_backups(request.vm_id), mode, engine)
-    disks = _disks(step, vm)
+    disks = _disks(step, vm, mode)
     context = _with_kind(
         JobContext(request, vm.name, vm.cluster_name, repo.chunk_size, disks), choice
     )
@@ -52,7 +50,7 @@ def prepare(step: JobStep) -> None:
     store.save_context(request.job_id, context.to_dict())
 
 
-def _disks(step: JobStep, vm: VmInfo) -> tuple[DiskRef, ...]:
+def _disks(step: JobStep, vm: VmInfo, mode: TransferMode) -> tuple[DiskRef, ...]:
     """The disks decided when the job was queued, as the VM has them now. A disk removed
     since is left out and one added since is not backed up; both are said in warnings."""
     wanted, current = step.request.disk_ids, {d.id: d for d in vm.disks}
@@ -65,7 +63,11 @@ def _disks(step: JobStep, vm: VmInfo) -> tuple[DiskRef, ...]:
                 f"disk {disk.name or disk.id} was added to the VM after the job was queued: "
                 "it is not in this backup (the next run takes it)"
             )
-    return tuple(DiskRef.from_info(current[d]) for d in wanted if d in current)
+    return tuple(
+        DiskRef.from_info(current[d], incremental_capable=mode.incremental_capable(current[d]))
+        for d in wanted
+        if d in current
+    )
 
 
 def _with_kind(context: JobContext, choice: KindChoice) -> JobContext:
@@ -112,7 +114,7 @@ def start(step: JobStep) -> None:
     if commands and request.pre_command:
         run_guest_command(request.pre_command, "pre-snapshot")
     with step.engine() as engine:
-        started = mode_for(request.mode).begin(JobRun(context, engine, step.journal))
+        started = mode_of(request).begin(JobRun(context, engine, step.journal))
     if commands and request.post_command:
         run_guest_command(request.post_command, "post-snapshot")
     if context.kind == "incremental" and not started.incremental:
@@ -133,9 +135,7 @@ def transfer(step: JobStep, disk_id: str) -> dict[str, Any]:
         return {"disk_id": disk_id, "skipped": True}  # removed before prepare (see warnings)
     repo = step.repository()
     with step.engine() as engine:
-        run = JobRun(context, engine, step.journal)
-        with mode_for(step.request.mode).open_disk(run, disk) as opened:
-            copy_disk_to_repository(opened, repo, ChunkProgress(step.journal, disk))
+        mode_of(step.request).transfer_disk(JobRun(context, engine, step.journal), disk, repo)
     return {"disk_id": disk_id, "incremental": disk.incremental}
 
 
@@ -143,7 +143,7 @@ def finalize(step: JobStep) -> dict[str, str]:
     """Finish on the engine, commit the manifest (still holding the VM), drop what it obsoletes."""
     step.journal.check_fence()
     request, store, context = step.request, step.store, step.context()
-    repo, mode = step.repository(), mode_for(request.mode)
+    repo, mode = step.repository(), mode_of(request)
     with step.engine() as engine:
         run = JobRun(context, engine, step.journal)
         mode.finish(run)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from shared.engine import backups, cleanup, guest, inventory, restore, transfers
+from shared.engine import backups, cleanup, guest, inventory, restore, snapshots, transfers
 from shared.engine.connection import open_connection
 from shared.engine.models import (
     BackupInfo,
@@ -22,6 +22,9 @@ from shared.engine.models import (
     ClusterInfo,
     DiskInfo,
     EngineVersion,
+    HostInfo,
+    SnapshotInfo,
+    SnapshotVolume,
     StorageDomainInfo,
     TransferInfo,
     VmInfo,
@@ -163,6 +166,9 @@ class EngineClient:
     def clusters(self) -> list[ClusterInfo]:
         return self._call("listing clusters", lambda: inventory.clusters(self._system))
 
+    def hosts(self) -> list[HostInfo]:
+        return self._call("listing hosts", lambda: inventory.hosts(self._system))
+
     # guest
     def freeze(self, vm_id: str) -> None:
         """Not repeated once it may have reached the engine: a frozen guest refuses a freeze."""
@@ -228,6 +234,47 @@ class EngineClient:
     def open_backups(self, vm_id: str) -> list[BackupInfo]:
         return self._call(
             f"listing the backups of VM {vm_id}", lambda: backups.open_backups(self._system, vm_id)
+        )
+
+    # snapshots
+    def create_snapshot(
+        self, vm_id: str, disk_ids: list[str], description: str, timeout_s: float = WAIT_S
+    ) -> str:
+        """A disk-only snapshot, once it is OK. Not repeated once it may have reached the
+        engine: the caller finds one that did by its description."""
+        action = f"taking a snapshot of VM {vm_id}"
+        snapshot_id = self._change(
+            action,
+            lambda: snapshots.add(self._system, vm_id, disk_ids, description),
+            kind=CREATE,
+        )
+        self._call(
+            action, lambda: snapshots.wait_ok(self._system, vm_id, snapshot_id, timeout_s)
+        )
+        return snapshot_id
+
+    def wait_snapshot(self, vm_id: str, snapshot_id: str, timeout_s: float = WAIT_S) -> None:
+        self._call(
+            f"waiting for snapshot {snapshot_id} of VM {vm_id}",
+            lambda: snapshots.wait_ok(self._system, vm_id, snapshot_id, timeout_s),
+        )
+
+    def snapshots(self, vm_id: str) -> list[SnapshotInfo]:
+        return self._call(
+            f"listing the snapshots of VM {vm_id}",
+            lambda: snapshots.listing(self._system, vm_id),
+        )
+
+    def snapshot_volumes(self, vm_id: str, snapshot_id: str) -> dict[str, SnapshotVolume]:
+        return self._call(
+            f"reading the disks of snapshot {snapshot_id}",
+            lambda: snapshots.volumes(self._system, vm_id, snapshot_id),
+        )
+
+    def remove_snapshot(self, vm_id: str, snapshot_id: str, timeout_s: float = WAIT_S) -> None:
+        self._change(
+            f"removing snapshot {snapshot_id} of VM {vm_id}",
+            lambda: snapshots.remove(self._system, vm_id, snapshot_id, timeout_s),
         )
 
     # image transfers

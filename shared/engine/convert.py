@@ -44,6 +44,8 @@ def vm_info(vm: Any, cluster_names: dict[str, str], disks: list[DiskInfo]) -> Vm
         status=enum_value(vm.status),
         disks=disks,
         tags=sorted(t.name for t in (vm.tags or []) if t.name),
+        host_id=ref_id(vm.host) or "",
+        virtio_scsi=vm.virtio_scsi is None or vm.virtio_scsi.enabled is not False,
     )
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from shared.engine import convert, search
-from shared.engine.models import ClusterInfo, DiskInfo, EngineVersion, StorageDomainInfo, VmInfo
+from shared.engine.models import (
+    ClusterInfo,
+    DiskInfo,
+    EngineVersion,
+    HostInfo,
+    StorageDomainInfo,
+    VmInfo,
+)
 
 VM_FOLLOW = "disk_attachments.disk,tags"
 
@@ -23,9 +30,32 @@ def clusters(system: Any) -> list[ClusterInfo]:
 
 
 def storage_domains(system: Any) -> list[StorageDomainInfo]:
+    return [_storage_domain(sd) for sd in system.storage_domains_service().list()]
+
+
+def _storage_domain(sd: Any) -> StorageDomainInfo:
+    storage = sd.storage
+    if storage is None:
+        return StorageDomainInfo(sd.id, sd.name, "")
+    return StorageDomainInfo(
+        sd.id,
+        sd.name,
+        convert.enum_value(storage.type),
+        address=storage.address or "",
+        path=storage.path or "",
+    )
+
+
+def hosts(system: Any) -> list[HostInfo]:
     return [
-        StorageDomainInfo(sd.id, sd.name, convert.enum_value(sd.storage.type if sd.storage else ""))
-        for sd in system.storage_domains_service().list()
+        HostInfo(
+            h.id,
+            h.name,
+            h.address or "",
+            convert.ref_id(h.cluster) or "",
+            convert.enum_value(h.status),
+        )
+        for h in system.hosts_service().list()
     ]
 
 

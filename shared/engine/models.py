@@ -32,6 +32,8 @@ class VmInfo:
     status: str  # "up", "down", ...
     disks: list[DiskInfo] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
+    host_id: str = ""  # the host it runs on; "" when it is down
+    virtio_scsi: bool = True  # its VirtIO-SCSI controller is enabled
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,33 @@ class StorageDomainInfo(NamedTuple):
     id: str
     name: str
     type: str  # storage type: nfs, glusterfs, iscsi, fcp, ...
+    address: str = ""  # file domains: the server
+    path: str = ""  # file domains: the export path (glusterfs: the volume name)
+
+
+class HostInfo(NamedTuple):
+    id: str
+    name: str
+    address: str
+    cluster_id: str
+    status: str  # up, maintenance, non_responsive, ...
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    id: str
+    description: str
+    status: str  # ok, locked, in_preview
+
+
+@dataclass(frozen=True)
+class SnapshotVolume:
+    """The volume holding one disk's data as of a snapshot."""
+
+    disk_id: str
+    volume_id: str
+    storage_domain_id: str
+    format: DiskFormat
 
 
 class ClusterInfo(NamedTuple):

@@ -9,12 +9,16 @@ here.
 from __future__ import annotations
 
 from shared.errors import ConfigError
-from shared.modes.base import JobRun, OpenDisk, Started, TransferMode
+from shared.jobs import BackupRequest
+from shared.modes.base import DiskPlace, JobRun, Leftovers, OpenDisk, Started, TransferMode
 from shared.modes.image_transfer import ImageTransferMode
+from shared.modes.image_transfer_chain import SnapshotChainImageTransfer
+from shared.modes.ssh import SshMode
 
-MODES: dict[str, TransferMode] = {"image_transfer": ImageTransferMode()}
+MODES: dict[str, TransferMode] = {"image_transfer": ImageTransferMode(), "ssh": SshMode()}
 AVAILABLE_MODES: tuple[str, ...] = tuple(MODES)
-PLANNED_MODES: tuple[str, ...] = ("ssh", "disk_attachment")
+PLANNED_MODES: tuple[str, ...] = ("disk_attachment",)
+SNAPSHOT_CHAIN_IMAGE_TRANSFER: TransferMode = SnapshotChainImageTransfer()
 
 
 def mode_for(name: str) -> TransferMode:
@@ -29,13 +33,24 @@ def mode_for(name: str) -> TransferMode:
     raise ConfigError(f"unknown mode {name!r}", hint=f"use one of: {', '.join(AVAILABLE_MODES)}")
 
 
+def mode_of(request: BackupRequest) -> TransferMode:
+    """The mode a backup runs in: image transfer has a snapshot-chain flavour (engines
+    without the backup API, or by policy)."""
+    if request.mode == "image_transfer" and request.snapshot_chain:
+        return SNAPSHOT_CHAIN_IMAGE_TRANSFER
+    return mode_for(request.mode)
+
+
 __all__ = [
     "AVAILABLE_MODES",
     "MODES",
     "PLANNED_MODES",
+    "DiskPlace",
     "JobRun",
+    "Leftovers",
     "OpenDisk",
     "Started",
     "TransferMode",
     "mode_for",
+    "mode_of",
 ]

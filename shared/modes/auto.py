@@ -11,10 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.engine.models import EngineVersion
-from shared.errors import ConfigError
 from shared.modes import MODES, mode_for
-
-BACKUP_API = EngineVersion(4, 4)
+from shared.modes.image_transfer import BACKUP_API
 
 
 @dataclass(frozen=True)
@@ -29,23 +27,32 @@ class VmFacts:
 class ModeChoice:
     mode: str
     reason: str
+    snapshot_chain: bool = False  # image_transfer through snapshot chains, not the backup API
 
 
-def choose_mode(requested: str, facts: VmFacts) -> ModeChoice:
+def choose_mode(requested: str, facts: VmFacts, *, snapshot_chain: bool = False) -> ModeChoice:
+    """`snapshot_chain`: the policy asks image transfer to use snapshot chains; an engine
+    without the backup API (before 4.4) gets them anyway."""
+    if requested == "image_transfer":
+        return _image_transfer(f"mode {requested} set by the policy", facts, snapshot_chain)
     if requested != "auto":
         mode_for(requested)  # refuses what this version cannot do
         return ModeChoice(requested, f"mode {requested} set by the policy")
+    return _image_transfer(_image_transfer_reason(facts), facts, snapshot_chain)
+
+
+def _image_transfer(reason: str, facts: VmFacts, snapshot_chain: bool) -> ModeChoice:
+    if snapshot_chain:
+        return ModeChoice("image_transfer", f"{reason}; snapshot chains by policy", True)
     if facts.engine_version < BACKUP_API:
-        raise ConfigError(
-            f"auto: no mode fits: engine {facts.engine_version} has no backup API (4.4+), and "
-            "snapshot-chain backups for older engines are not available in this version",
-            hint="upgrade the engine to 4.4 or later",
-        )
-    return ModeChoice("image_transfer", _image_transfer_reason(facts))
+        why = f"snapshot chains: engine {facts.engine_version} has no backup API (4.4+)"
+        return ModeChoice("image_transfer", f"{reason}; {why}", True)
+    return ModeChoice("image_transfer", reason)
 
 
 def _image_transfer_reason(facts: VmFacts) -> str:
-    parts = [f"auto chose image_transfer: engine {facts.engine_version} has the backup API"]
+    api = "has the backup API" if facts.engine_version >= BACKUP_API else "has no backup API"
+    parts = [f"auto chose image_transfer: engine {facts.engine_version} {api}"]
     raw = facts.disk_formats.count("raw")
     if raw:
         parts.append(f"{raw} raw disk(s) have no incremental tracking and are read in full")

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from shared.backup.context import DiskRef
 from shared.backup.plan import ChunkPlan, Span, plan_data_chunks, plan_dirty_chunks
+from shared.backup.progress import ChunkProgress
+from shared.backup.transfer import copy_disk_to_repository
 from shared.engine.client import EngineClient
 from shared.engine.errors import CheckpointInvalid, EngineConflict
-from shared.engine.models import BackupInfo, TransferInfo
-from shared.errors import DroverError
+from shared.engine.models import BackupInfo, DiskInfo, EngineVersion, TransferInfo
+from shared.errors import ConfigError, DroverError
 from shared.logging import get_logger
-from shared.modes.base import JobRun, OpenDisk, Started
-from shared.modes.quiesce import FROZEN, quiesced, thaw_left_frozen, thaw_quietly
+from shared.modes import snapshots
+from shared.modes.base import DiskPlace, JobRun, Leftovers, OpenDisk, Started
+from shared.modes.quiesce import quiesced, thaw_left_frozen
+from shared.repository.repository import Repository
 from shared.sources.imageio import ImageioSink, ImageioSource
 
 QUEUE = "transfer.image"
@@ -29,15 +33,20 @@ READ_CONNECTIONS = 4
 WRITE_CONNECTIONS = 4
 CONFLICT_WAIT_S = 120.0
 BACKUP = "backup"  # journal entry: the engine backup's id
+BACKUP_API = EngineVersion(4, 4)
 log = get_logger(__name__)
 
 
 class ImageTransferMode:
     name = "image_transfer"
     incremental = True
+    anchor_name = "checkpoint"
 
     def queue(self, cluster: str) -> str:
         return QUEUE
+
+    def incremental_capable(self, disk: DiskInfo) -> bool:
+        return disk.backup == "incremental"  # the engine tracks its changed blocks
 
     # backup -----------------------------------------------------------------------------
     def begin(self, run: JobRun) -> Started:
@@ -51,15 +60,19 @@ class ImageTransferMode:
         incremental = backup.from_checkpoint_id is not None
         return Started(backup.id, backup.to_checkpoint_id, incremental, why_full)
 
+    def transfer_disk(self, run: JobRun, disk: DiskRef, repo: Repository) -> None:
+        with self._open_disk(run, disk) as opened:
+            copy_disk_to_repository(opened, repo, ChunkProgress(run.journal, disk))
+
     @contextmanager
-    def open_disk(self, run: JobRun, disk: DiskRef) -> Iterator[OpenDisk]:
+    def _open_disk(self, run: JobRun, disk: DiskRef) -> Iterator[OpenDisk]:
         engine, chunk_size = run.engine, run.context.chunk_size
-        _cancel_stale_transfers(engine, disk.id)
+        cancel_stale_transfers(engine, disk.id)
         run.journal.record(f"transfer:{disk.id}", "starting")
-        transfer = _start_transfer(engine, disk.id, backup_id=run.context.handle)
+        transfer = start_transfer(engine, disk.id, backup_id=run.context.handle)
         run.journal.record(f"transfer:{disk.id}", transfer.id)
         with (
-            _finalized_or_cancelled(engine, transfer.id),
+            finalized_or_cancelled(engine, transfer.id),
             ImageioSource(transfer, engine.ca_file, max_connections=READ_CONNECTIONS) as source,
         ):
             plans = _plan(source, disk, chunk_size)
@@ -83,39 +96,57 @@ class ImageTransferMode:
                 run.journal.warn(f"old checkpoint {checkpoint} not removed: {error}")
                 return
 
-    def cleanup(
-        self, engine: EngineClient, vm_id: str, disk_ids: list[str], recorded: Mapping[str, str]
-    ) -> None:
-        """Cancel the job's transfers, finalize the VM's open backups, thaw if frozen (even
-        when the rest failed: a guest must never stay frozen)."""
-        try:
-            engine.cleanup_vm(vm_id, disk_ids)
-        finally:
-            if recorded.get(FROZEN):
-                thaw_quietly(engine, vm_id)
+    def cleanup(self, leftovers: Leftovers) -> None:
+        cleanup(leftovers)
 
     def anchor_exists(self, engine: EngineClient, vm_id: str, anchor: str) -> bool:
         return anchor in engine.checkpoints(vm_id)
 
     # restore ----------------------------------------------------------------------------
     @contextmanager
-    def open_sink(self, engine: EngineClient, disk_id: str) -> Iterator[ImageioSink]:
-        transfer = _start_transfer(engine, disk_id, direction="upload")
+    def open_sink(self, place: DiskPlace) -> Iterator[ImageioSink]:
+        engine = place.engine
+        _check_can_upload(engine, place)
+        transfer = start_transfer(engine, place.disk_id, direction="upload")
         with (
-            _finalized_or_cancelled(engine, transfer.id),
+            finalized_or_cancelled(engine, transfer.id),
             ImageioSink(transfer, engine.ca_file, max_connections=WRITE_CONNECTIONS) as sink,
         ):
             yield sink
             sink.flush()
 
     @contextmanager
-    def open_readback(self, engine: EngineClient, disk_id: str) -> Iterator[ImageioSource]:
-        transfer = _start_transfer(engine, disk_id)
+    def open_readback(self, place: DiskPlace) -> Iterator[ImageioSource]:
+        engine = place.engine
+        transfer = start_transfer(engine, place.disk_id)
         with (
-            _finalized_or_cancelled(engine, transfer.id),
+            finalized_or_cancelled(engine, transfer.id),
             ImageioSource(transfer, engine.ca_file) as source,
         ):
             yield source
+
+
+def cleanup(leftovers: Leftovers) -> None:
+    """Cancel the job's transfers, finalize the VM's open backups, remove the job's snapshot
+    (the snapshot-chain flavour), thaw if frozen (even when the rest failed: a guest must
+    never stay frozen)."""
+    try:
+        leftovers.engine.cleanup_vm(leftovers.vm_id, leftovers.disk_ids)
+    finally:
+        snapshots.cleanup(leftovers)
+
+
+def _check_can_upload(engine: EngineClient, place: DiskPlace) -> None:
+    """Before 4.4, imageio wrote an upload's bytes into the volume file as they came: a
+    qcow2 disk would get raw guest data. Only the NBD backend (4.4+) converts."""
+    version = engine.version()
+    if place.format == "cow" and version < BACKUP_API:
+        raise ConfigError(
+            f"engine {version} cannot take a qcow2 disk's data through image transfer "
+            "(it writes the volume file as it comes; 4.4+ converts)",
+            hint="restore with mode ssh (register the hosts' SSH credentials), or upgrade "
+            "the engine to 4.4 or later",
+        )
 
 
 def _recorded_backup(run: JobRun) -> BackupInfo | None:
@@ -164,21 +195,33 @@ def _plan(source: ImageioSource, disk: DiskRef, chunk_size: int) -> list[ChunkPl
     return plan_data_chunks(data, chunk_size, disk.size)
 
 
-def _start_transfer(
-    engine: EngineClient, disk_id: str, *, backup_id: str | None = None, direction: str = "download"
+def start_transfer(
+    engine: EngineClient,
+    disk_id: str,
+    *,
+    backup_id: str | None = None,
+    direction: str = "download",
+    snapshot_id: str | None = None,
+    fmt: str = "raw",
 ) -> TransferInfo:
     """The disk may still be locked by a transfer being cancelled: wait for it."""
     deadline = time.monotonic() + CONFLICT_WAIT_S
     while True:
         try:
-            return engine.start_transfer(disk_id=disk_id, backup_id=backup_id, direction=direction)
+            return engine.start_transfer(
+                disk_id=disk_id,
+                backup_id=backup_id,
+                direction=direction,
+                snapshot_id=snapshot_id,
+                fmt=fmt,
+            )
         except EngineConflict:
             if time.monotonic() > deadline:
                 raise
             time.sleep(1.0)
 
 
-def _cancel_stale_transfers(engine: EngineClient, disk_id: str) -> None:
+def cancel_stale_transfers(engine: EngineClient, disk_id: str) -> None:
     """The engine allows one transfer per disk; one left by a killed attempt goes first."""
     for stale in engine.open_transfers(disk_ids=[disk_id]):
         log.warning("cancelling a transfer left by an earlier attempt", transfer_id=stale.id)
@@ -186,7 +229,7 @@ def _cancel_stale_transfers(engine: EngineClient, disk_id: str) -> None:
 
 
 @contextmanager
-def _finalized_or_cancelled(engine: EngineClient, transfer_id: str) -> Iterator[None]:
+def finalized_or_cancelled(engine: EngineClient, transfer_id: str) -> Iterator[None]:
     """Finalize the transfer when the block succeeds; cancel it when it fails, keeping the
     block's error (a failed cancel is logged, never raised in its place)."""
     try:

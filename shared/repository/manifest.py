@@ -42,6 +42,8 @@ class DiskManifest:
     chunk_size: int
     chunks: dict[int, str]
     sha256: str | None = None
+    # snapshot-chain backups: the qcow2 layers read, bottom up (volume id, format, bytes)
+    chain: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         check_id(self.disk_id, "disk id")

@@ -25,10 +25,12 @@ from shared.engine.client import EngineClient
 from shared.errors import DroverError
 from shared.jobs import RestoreRequest
 from shared.logging import get_logger
-from shared.modes import TransferMode, mode_for
+from shared.modes import DiskPlace, TransferMode, mode_for
+from shared.qcow2.writer import qcow2_size_bound
 from shared.repository.manifest import DiskManifest, Manifest
 from shared.repository.repository import Repository
 from shared.restore.verify import image_sha256
+from shared.state import StateStore
 
 T = TypeVar("T")
 BLOCK_STORAGE = {"iscsi", "fcp"}
@@ -48,6 +50,8 @@ class NameInUse(DroverError):
 
 
 class Journal(Protocol):
+    store: StateStore
+
     def record(self, name: str, value: str) -> None: ...
 
     def objects(self) -> dict[str, str]: ...
@@ -117,12 +121,23 @@ def _refuse_taken_name(engine: EngineClient, name: str) -> None:
 def _restore_disk(target: _Target, disk: DiskManifest, vm_id: str) -> RestoredDisk:
     engine, where = target.engine, _placement(target.manifest, disk.disk_id)
     domain = target.request.storage_domain or where.get("storage_domain_id", "")
-    sparse = disk.format == "cow" or not _is_block(engine, domain)
-    new = engine.add_disk(disk.name or disk.disk_id, disk.size, disk.format, domain, sparse)
+    block = _is_block(engine, domain)
+    sparse = disk.format == "cow" or not block
+    new = engine.add_disk(
+        disk.name or disk.disk_id,
+        disk.size,
+        disk.format,
+        domain,
+        sparse,
+        initial_size=_initial_size(disk) if block and disk.format == "cow" else None,
+    )
     target.journal.record(f"disk:{disk.disk_id}", new.id)
-    _write(target, disk, new.id, zero_fill=not sparse)
+    place = DiskPlace(
+        engine, new.id, disk.size, disk.format, target.request.manager, target.journal.store
+    )
+    _write(target, disk, place, zero_fill=not sparse)
     expected = target.repo.image_sha256(target.manifest.backup_id, disk.disk_id)
-    with target.mode.open_readback(engine, new.id) as source:
+    with target.mode.open_readback(place) as source:
         actual = image_sha256(source)
     if actual != expected:
         raise RestoreVerificationFailed(
@@ -136,9 +151,15 @@ def _restore_disk(target: _Target, disk: DiskManifest, vm_id: str) -> RestoredDi
     return RestoredDisk(disk.disk_id, new.id, disk.name, actual, True)
 
 
-def _write(target: _Target, disk: DiskManifest, new_disk_id: str, zero_fill: bool) -> None:
+def _initial_size(disk: DiskManifest) -> int:
+    """A qcow2 disk on a block domain lives in a logical volume that must hold the data: as
+    the SDK's upload example, size it for the image up front."""
+    return qcow2_size_bound(disk.size, sum(disk.chunk_length(i) for i in disk.chunks))
+
+
+def _write(target: _Target, disk: DiskManifest, place: DiskPlace, zero_fill: bool) -> None:
     """A preallocated disk may hold stale bytes, so its zero chunks are written too."""
-    with target.mode.open_sink(target.engine, new_disk_id) as sink:
+    with target.mode.open_sink(place) as sink:
         copy_chunks(
             _plans(disk, zero_fill),
             RepositoryChunkReader(target.repo, disk),

@@ -13,7 +13,7 @@ from shared.settings import load_settings
 from shared.state import StateStore
 from workers.app import close_app, create_app
 
-QUEUES = "drover.default,transfer.image"
+QUEUES = "drover.default,transfer.image,transfer.ssh"
 
 
 @pytest.fixture(scope="session")

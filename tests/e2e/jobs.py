@@ -57,12 +57,23 @@ def backup(
 
 
 def restore(
-    app: Any, store: StateStore, manager: str, repo: Path, backup_id: str, name: str
+    app: Any,
+    store: StateStore,
+    manager: str,
+    repo: Path,
+    backup_id: str,
+    name: str,
+    mode: str = "image_transfer",
 ) -> JobState:
     job_id = new_job_id()
     store.create_job(JobState(id=job_id, vm_id="", mode="restore", manager=manager))
     request = RestoreRequest(
-        job_id=job_id, manager=manager, repository=str(repo), backup_id=backup_id, name=name
+        job_id=job_id,
+        manager=manager,
+        repository=str(repo),
+        backup_id=backup_id,
+        name=name,
+        mode=mode,
     )
     submit_restore(app, request, mode_for(request.mode).queue(""))
     job = wait_job(store, job_id)

@@ -1,4 +1,5 @@
-"""`drover demo --json`: the whole product path (API, policy, fleet, Flower, restore)."""
+"""`drover demo --json`: the whole product path (API, policy, fleet, Flower, restore), every
+mode; the snapshots mode ssh keeps for the next incremental are reported apart from leftovers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from shared.modes import AVAILABLE_MODES
+
 pytestmark = pytest.mark.integration
+ESTATE = {"app01", "db01", "file01", "web01"}  # the lab's default VMs
+BACKUP_KEYS = {"vm", "kind", "backup_id", "bytes_read", "seconds"}
 
 
 def test_demo_backs_up_restores_and_leaves_nothing(tmp_path: Path) -> None:
@@ -21,21 +26,27 @@ def test_demo_backs_up_restores_and_leaves_nothing(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
-    assert report["ok"] is True
+    assert report["ok"] is True, report
+    assert "errors" not in report
     assert report["leftovers"] == {
         "snapshots": 0,
         "image_transfers": 0,
         "disk_attachments": 0,
         "backups": 0,
     }
-    image_transfer = report["modes"]["image_transfer"]
-    kinds = {(b["vm"], b["kind"]) for b in image_transfer["backups"]}
-    assert ("db01", "full") in kinds and ("db01", "incremental") in kinds
-    assert all(
-        set(b) == {"vm", "kind", "backup_id", "bytes_read", "seconds"}
-        for b in image_transfer["backups"]
-    )
-    assert image_transfer["restores"] and all(r["verified"] for r in image_transfer["restores"])
+    assert set(report["modes"]) == set(AVAILABLE_MODES) >= {"image_transfer", "ssh"}
+    for mode, outcome in report["modes"].items():
+        assert "errors" not in outcome, (mode, outcome["errors"])
+        kinds = {(b["vm"], b["kind"]) for b in outcome["backups"]}
+        assert ("db01", "full") in kinds and ("db01", "incremental") in kinds, mode
+        assert {b["vm"] for b in outcome["backups"]} == ESTATE  # no restored VM backed up
+        assert all(set(b) == BACKUP_KEYS for b in outcome["backups"])
+        assert outcome["restores"] and all(r["verified"] for r in outcome["restores"]), mode
+    ssh = report["modes"]["ssh"]
+    assert {b["vm"] for b in ssh["backups"] if b["kind"] == "incremental"} == ESTATE
+    # each VM keeps exactly the newest ssh backup's snapshot for its next incremental
+    assert set(report["kept_snapshots"]) == ESTATE
+    assert len(set(report["kept_snapshots"].values())) == len(ESTATE)
 
 
 def test_demo_refuses_an_unknown_mode_clearly() -> None:

@@ -79,21 +79,26 @@ def restore_and_verify(
     backup_id: str,
     name: str,
     expected: dict[str, str],
+    *,
+    mode: str = "image_transfer",
+    kept_snapshots: int = 0,
 ) -> None:
     """Restore as a new VM, check every disk's read-back checksum, then remove the VM."""
-    restored = restore(celery_app, store, manager, repo_dir, backup_id, name)
+    restored = restore(celery_app, store, manager, repo_dir, backup_id, name, mode=mode)
     context = store.context(restored.id)
     assert context and all(d["verified"] for d in context["disks"])
     assert {d["sha256"] for d in context["disks"]} == set(expected.values())
-    no_leftovers(connection)
+    no_leftovers(connection, kept_snapshots)
     new_vm = find_vm(connection, f"name={name}")
     assert len(vm_disks(connection, new_vm)) == len(expected)
     connection.system_service().vms_service().vm_service(new_vm.id).remove()
 
 
-def no_leftovers(connection: Any) -> dict[str, int]:
+def no_leftovers(connection: Any, kept_snapshots: int = 0) -> dict[str, int]:
+    """None, but for the snapshots kept for the next incremental (snapshot-chain modes)."""
+    expected = NO_LEFTOVERS | {"snapshots": kept_snapshots}
     return wait_for(
-        lambda: (c := count_leftovers(connection)) == NO_LEFTOVERS and c,
+        lambda: (c := count_leftovers(connection)) == expected and c,
         "no leftovers",
         timeout_s=30,
     )

@@ -15,7 +15,7 @@ from shared.backup import pipeline
 from shared.backup.step import JobStep
 from shared.engine.client import EngineClient, Guard
 from shared.jobs import BackupRequest
-from shared.modes import mode_for
+from shared.modes import Leftovers, mode_for
 from shared.repository.repository import Repository
 from shared.state import JobState, LostVmLock, StateStore, new_job_id
 from tests.e2e.test_image_transfer_mode import no_leftovers
@@ -70,9 +70,15 @@ def queued_step(
 def clean(step: JobStep, engine: EngineClient) -> None:
     """What fail_job does for a job that ends here."""
     request = step.request
-    mode_for(request.mode).cleanup(
-        engine, request.vm_id, list(request.disk_ids), step.journal.objects()
+    leftovers = Leftovers(
+        engine,
+        request.vm_id,
+        list(request.disk_ids),
+        step.journal.objects(),
+        request.manager,
+        step.store,
     )
+    mode_for(request.mode).cleanup(leftovers)
     step.journal.clear()
     step.store.fail_once(request.job_id, "ended by the test")
     step.store.unlock_vm(request.vm_id, request.job_id)

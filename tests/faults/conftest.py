@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from bench.fleet import register_lab_manager
+from bench.fleet import register_lab_hosts, register_lab_manager
 from lab.redis_server import redis_server
 from shared.settings import load_settings
 from shared.state import StateStore
 from tests.integration.engine_client import connect
 from workers.app import close_app, create_app
 
-QUEUES = "drover.default,transfer.image"
+QUEUES = "drover.default,transfer.image,transfer.ssh"
 FAST_REDELIVERY = {"DROVER_WORKER__VISIBILITY_TIMEOUT_S": "20"}
 
 
@@ -31,6 +31,7 @@ def broker(tmp_path: Path) -> Iterator[str]:
 def store(broker: str, lab: dict[str, Any]) -> StateStore:
     state = StateStore.from_url(broker)
     register_lab_manager(state, lab)
+    register_lab_hosts(state, lab)
     return state
 
 

@@ -145,3 +145,36 @@ def test_a_vm_locked_by_a_running_job_is_refused(
     assert "already being backed up by job busy (running)" in refusal["reason"]
     assert first["vm"] not in [j["vm"] for j in run["jobs"]] and run["jobs"]
     assert store.vm_lock_holder(first["vm_id"]) == "busy"
+
+
+def test_host_credentials_against_the_lab_engine(api: TestClient, lab: dict[str, Any]) -> None:
+    added = api.post("/managers", json=manager_body(lab))
+    assert added.status_code == 201, added.text
+    names = sorted(h["name"] for h in lab["hosts"])
+    assert added.json()["hosts"] == names and added.json()["hosts_without_ssh"] == names
+    assert [(h["name"], h["credentials"]) for h in api.get("/managers/lab/hosts").json()] == [
+        (name, False) for name in names
+    ]
+
+    first = lab["hosts"][0]
+    key = Path(first["ssh_key"]).read_text()
+    access = {
+        "address": first["address"],
+        "port": first["ssh_port"],
+        "user": first["ssh_user"],
+        "host_key": first["ssh_host_key"],
+        "private_key": key,
+        "mount_root": first["mount_root"],
+        "dev_root": first["dev_root"],
+    }
+    response = api.put(f"/managers/lab/hosts/{first['name']}", json=access)
+    assert response.status_code == 200, response.text
+    assert response.json()["auth"] == "private_key" and key.splitlines()[1] not in response.text
+    listed = {h["name"]: h for h in api.get("/managers/lab/hosts").json()}
+    assert listed[first["name"]]["credentials"] is True
+    assert listed[first["name"]]["port"] == first["ssh_port"]
+    synced = api.post("/managers/lab/sync").json()
+    assert synced["hosts_without_ssh"] == [n for n in names if n != first["name"]]
+    unknown = api.put("/managers/lab/hosts/no-such-host", json=access)
+    assert unknown.status_code == 404 and ", ".join(names) in unknown.json()["detail"]
+    assert api.delete(f"/managers/lab/hosts/{first['name']}").status_code == 204

@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 import structlog
+from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from pydantic import SecretStr
 
 from orchestrator.api import create_app
 from orchestrator.auth import TokenAuth
 from orchestrator.service import Service
-from shared.engine.models import DiskInfo, EngineVersion, StorageDomainInfo, VmInfo
+from shared.engine.models import DiskInfo, EngineVersion, HostInfo, StorageDomainInfo, VmInfo
 from shared.jobs import BackupRequest, RestoreRequest
 from shared.settings import EngineSettings, Settings
 from shared.state import JobState, JobStatus, VmLocked
@@ -30,6 +31,8 @@ with warnings.catch_warnings():  # starlette would rather have httpx2, which is 
 TOKEN = "unit-test-token-0123456789"
 PASSWORD = "engine-s3cret-pw"
 ENGINE_URL = "https://engine.example/ovirt-engine/api"
+ENGINE_VERSION = EngineVersion(4, 5)
+SECRET_KEY = Fernet.generate_key()  # seals the host credentials the tests register
 
 
 @pytest.fixture(autouse=True)
@@ -114,12 +117,22 @@ def vm(vm_id: str, name: str, cluster: str = "cluster1", tags: list[str] | None 
     )  # fmt: skip
 
 
+def host(name: str, cluster: str = "cluster1", status: str = "up") -> HostInfo:
+    return HostInfo(f"id-{name}", name, f"{name}.example", f"id-{cluster}", status)
+
+
 @dataclass
 class FakeEngine:
     vms: list[VmInfo] = field(default_factory=list)
     error: Exception | None = None
     connected: list[EngineSettings] = field(default_factory=list)
     searches: list[tuple[list[str], ...]] = field(default_factory=list)
+    host_list: list[HostInfo] = field(
+        default_factory=lambda: [host("host1"), host("host2", cluster="cluster2")]
+    )
+    engine_version: EngineVersion = ENGINE_VERSION
+    version_reads: int = 0
+    domain_reads: int = 0
 
     def connect(self, settings: EngineSettings) -> FakeEngine:
         self.connected.append(settings)
@@ -137,10 +150,15 @@ class FakeEngine:
         return "oVirt Engine 4.5.5"
 
     def version(self) -> EngineVersion:
-        return EngineVersion(4, 5)
+        self.version_reads += 1
+        return self.engine_version
 
     def storage_domains(self) -> list[StorageDomainInfo]:
+        self.domain_reads += 1
         return [StorageDomainInfo("sd1", "data1", "nfs")]
+
+    def hosts(self) -> list[HostInfo]:
+        return list(self.host_list)
 
     def find_vms(
         self, names: list[str], patterns: list[str], tags: list[str], clusters: list[str]
@@ -189,7 +207,11 @@ class World:
 
 def make_world(tmp_repository: str = "memory://repo") -> World:
     state, engine, submit, repo = FakeState(), FakeEngine(), FakeSubmit(), FakeRepository()
-    settings = Settings(repository=tmp_repository, api_tokens=[SecretStr(TOKEN)])
+    settings = Settings(
+        repository=tmp_repository,
+        api_tokens=[SecretStr(TOKEN)],
+        secret_key=SecretStr(SECRET_KEY.decode()),
+    )
     service = Service(
         state=state,  # type: ignore[arg-type]
         settings=settings,

@@ -38,15 +38,13 @@ def test_an_explicit_available_mode_is_kept(mode: str) -> None:
     assert choice == ModeChoice(mode, f"mode {mode} set by the policy")
 
 
-def test_an_explicit_mode_does_not_depend_on_the_facts() -> None:
-    """The orchestrator reads no facts for an explicit mode (it passes a 0.0 engine)."""
-    choice = choose_mode("image_transfer", facts(EngineVersion(0, 0), (), (), False))
+def test_an_explicit_ssh_mode_does_not_depend_on_the_facts() -> None:
+    choice = choose_mode("ssh", facts(EngineVersion(0, 0), (), (), False))
 
-    assert choice.mode == "image_transfer"
-    assert choice.reason == "mode image_transfer set by the policy"
+    assert choice == ModeChoice("ssh", "mode ssh set by the policy")
 
 
-@pytest.mark.parametrize("mode", ["ssh", "disk_attachment"])
+@pytest.mark.parametrize("mode", ["disk_attachment"])
 def test_an_explicit_planned_mode_is_not_available(mode: str) -> None:
     with pytest.raises(ConfigError, match=f"mode {mode} is not available") as raised:
         choose_mode(mode, facts())
@@ -117,19 +115,28 @@ def test_auto_accepts_the_first_engine_with_the_backup_api() -> None:
 
 
 @pytest.mark.parametrize("version", [EngineVersion(4, 3), EngineVersion(4, 2), EngineVersion(3, 6)])
-def test_auto_on_an_engine_without_the_backup_api_is_refused(version: EngineVersion) -> None:
-    with pytest.raises(ConfigError, match=f"engine {version} has no backup API") as raised:
-        choose_mode("auto", facts(version))
+def test_auto_on_an_engine_without_the_backup_api_uses_snapshot_chains(
+    version: EngineVersion,
+) -> None:
+    choice = choose_mode("auto", facts(version))
 
-    assert "auto: no mode fits" in raised.value.message
-    assert "4.4" in raised.value.hint
+    assert choice.mode == "image_transfer"
+    assert choice.snapshot_chain
+    assert f"snapshot chains: engine {version} has no backup API (4.4+)" in choice.reason
 
 
-def test_auto_refusal_is_not_retryable() -> None:
-    with pytest.raises(ConfigError) as raised:
-        choose_mode("auto", facts(EngineVersion(4, 3)))
+def test_explicit_image_transfer_on_a_43_engine_uses_snapshot_chains() -> None:
+    choice = choose_mode("image_transfer", facts(EngineVersion(4, 3)))
 
-    assert raised.value.retryable is False
+    assert (choice.mode, choice.snapshot_chain) == ("image_transfer", True)
+    assert choice.reason.startswith("mode image_transfer set by the policy; snapshot chains")
+
+
+def test_a_policy_can_ask_image_transfer_for_snapshot_chains() -> None:
+    choice = choose_mode("image_transfer", facts(), snapshot_chain=True)
+
+    assert (choice.mode, choice.snapshot_chain) == ("image_transfer", True)
+    assert choice.reason == "mode image_transfer set by the policy; snapshot chains by policy"
 
 
 # mode_for --------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from types import TracebackType
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -26,12 +26,13 @@ from shared.engine.errors import (
     EngineUnreachable,
     NoGuestAgent,
 )
-from shared.engine.models import BackupInfo, TransferInfo
+from shared.engine.models import BackupInfo, EngineVersion, TransferInfo
 from shared.jobs import BackupRequest
 from shared.modes import image_transfer, quiesce
-from shared.modes.base import JobRun, Started
-from shared.modes.image_transfer import BACKUP, ImageTransferMode, _finalized_or_cancelled
+from shared.modes.base import DiskPlace, JobRun, Leftovers, Started
+from shared.modes.image_transfer import BACKUP, ImageTransferMode, finalized_or_cancelled
 from shared.modes.quiesce import FROZEN, NO_AGENT_WARNING
+from shared.state import StateStore
 from tests.unit.recording_log import RecordingLog
 
 VM = "vm-1"
@@ -154,8 +155,17 @@ class FakeEngine:
         return info
 
     # image transfers
+    def version(self) -> EngineVersion:
+        return EngineVersion(4, 5)
+
     def start_transfer(
-        self, *, disk_id: str, backup_id: str | None = None, direction: str = "download"
+        self,
+        *,
+        disk_id: str,
+        backup_id: str | None = None,
+        direction: str = "download",
+        snapshot_id: str | None = None,
+        fmt: str = "raw",
     ) -> TransferInfo:
         self.transfers_started.append((disk_id, backup_id, direction))
         return TransferInfo(
@@ -303,7 +313,7 @@ def make_run(
     return JobRun(context, as_engine(engine), cast(JobJournal, journal))
 
 
-# _finalized_or_cancelled ------------------------------------------------------------------
+# finalized_or_cancelled ------------------------------------------------------------------
 
 
 def test_a_failed_block_keeps_its_error_when_the_cancel_fails(
@@ -313,7 +323,7 @@ def test_a_failed_block_keeps_its_error_when_the_cancel_fails(
 
     with (
         pytest.raises(BodyError, match="read failed"),
-        _finalized_or_cancelled(as_engine(engine), "t-1"),
+        finalized_or_cancelled(as_engine(engine), "t-1"),
     ):
         raise BodyError("read failed")
 
@@ -325,7 +335,7 @@ def test_a_failed_block_keeps_its_error_when_the_cancel_fails(
 
 
 def test_a_failed_block_cancels_its_transfer(engine: FakeEngine, log: RecordingLog) -> None:
-    with pytest.raises(BodyError), _finalized_or_cancelled(as_engine(engine), "t-1"):
+    with pytest.raises(BodyError), finalized_or_cancelled(as_engine(engine), "t-1"):
         raise BodyError("read failed")
 
     assert engine.cancelled == ["t-1"]
@@ -334,7 +344,7 @@ def test_a_failed_block_cancels_its_transfer(engine: FakeEngine, log: RecordingL
 
 
 def test_a_successful_block_finalizes_and_does_not_cancel(engine: FakeEngine) -> None:
-    with _finalized_or_cancelled(as_engine(engine), "t-1"):
+    with finalized_or_cancelled(as_engine(engine), "t-1"):
         pass
 
     assert engine.finalized == ["t-1"]
@@ -344,7 +354,7 @@ def test_a_successful_block_finalizes_and_does_not_cancel(engine: FakeEngine) ->
 def test_an_interrupted_block_is_cancelled_too(engine: FakeEngine, log: RecordingLog) -> None:
     engine.cancel_error = CancelError("cancel failed")
 
-    with pytest.raises(KeyboardInterrupt), _finalized_or_cancelled(as_engine(engine), "t-1"):
+    with pytest.raises(KeyboardInterrupt), finalized_or_cancelled(as_engine(engine), "t-1"):
         raise KeyboardInterrupt
 
     assert engine.cancelled == ["t-1"]
@@ -354,12 +364,21 @@ def test_an_interrupted_block_is_cancelled_too(engine: FakeEngine, log: Recordin
 # open_sink / open_readback ----------------------------------------------------------------
 
 
+def _place(engine: Any) -> DiskPlace:
+    return DiskPlace(as_engine(engine), "new-disk", 1 << 20, "raw", "m", cast(StateStore, None))
+
+
+def _leftovers(engine: Any, recorded: dict[str, str]) -> Leftovers:
+    store = cast(StateStore, None)
+    return Leftovers(as_engine(engine), VM, list(DISKS), recorded, "m", store)
+
+
 def test_open_sink_writes_flushes_and_finalizes(
     engine: FakeEngine, connections: list[FakeConnection]
 ) -> None:
     mode = ImageTransferMode()
 
-    with mode.open_sink(as_engine(engine), "new-disk") as sink:
+    with mode.open_sink(_place(engine)) as sink:
         sink.write(0, b"abcd")
         sink.zero(4, 4)
 
@@ -382,7 +401,7 @@ def test_open_sink_keeps_the_first_error_when_cancel_fails(
 
     with (
         pytest.raises(BodyError, match="repository chunk missing"),
-        mode.open_sink(as_engine(engine), "new-disk") as sink,
+        mode.open_sink(_place(engine)) as sink,
     ):
         sink.write(0, b"abcd")
         raise BodyError("repository chunk missing")
@@ -404,7 +423,7 @@ def test_open_sink_keeps_the_connect_error_when_cancel_fails(
 
     with (
         pytest.raises(EngineUnreachable, match="imageio daemon"),
-        mode.open_sink(as_engine(engine), "new-disk"),
+        mode.open_sink(_place(engine)),
     ):
         pytest.fail("the block must not run")
 
@@ -418,7 +437,7 @@ def test_open_readback_finalizes_after_reading(
 ) -> None:
     mode = ImageTransferMode()
 
-    with mode.open_readback(as_engine(engine), "new-disk") as source:
+    with mode.open_readback(_place(engine)) as source:
         buf = bytearray(8)
         assert source.readinto(0, buf) == 8
 
@@ -437,7 +456,7 @@ def test_open_readback_keeps_the_first_error_when_cancel_fails(
 
     with (
         pytest.raises(BodyError, match="checksum read failed"),
-        mode.open_readback(as_engine(engine), "new-disk"),
+        mode.open_readback(_place(engine)),
     ):
         raise BodyError("checksum read failed")
 
@@ -456,7 +475,11 @@ def test_start_transfer_waits_out_a_conflict(
     real_start = engine.start_transfer
 
     def locked_once(
-        *, disk_id: str, backup_id: str | None = None, direction: str = "download"
+        *,
+        disk_id: str,
+        backup_id: str | None = None,
+        direction: str = "download",
+        **_: object,
     ) -> TransferInfo:
         attempts.append(disk_id)
         if len(attempts) == 1:
@@ -466,7 +489,7 @@ def test_start_transfer_waits_out_a_conflict(
     monkeypatch.setattr(engine, "start_transfer", locked_once)
     monkeypatch.setattr(time, "sleep", lambda _s: None)
 
-    transfer = image_transfer._start_transfer(as_engine(engine), "disk-1", direction="upload")
+    transfer = image_transfer.start_transfer(as_engine(engine), "disk-1", direction="upload")
 
     assert attempts == ["disk-1", "disk-1"]
     assert transfer.direction == "upload"
@@ -731,13 +754,13 @@ def test_a_retried_begin_thaws_what_the_earlier_attempt_left_frozen(
 def test_cleanup_cleans_the_vm_and_thaws_what_was_frozen(
     engine: FakeEngine, events: Events
 ) -> None:
-    ImageTransferMode().cleanup(as_engine(engine), VM, list(DISKS), {FROZEN: "yes"})
+    ImageTransferMode().cleanup(_leftovers(engine, {FROZEN: "yes"}))
 
     assert events.items == [("cleanup_vm", VM, "disk-1,disk-2"), ("thaw", VM)]
 
 
 def test_cleanup_does_not_thaw_what_was_not_frozen(engine: FakeEngine, events: Events) -> None:
-    ImageTransferMode().cleanup(as_engine(engine), VM, list(DISKS), {FROZEN: "", BACKUP: "b"})
+    ImageTransferMode().cleanup(_leftovers(engine, {FROZEN: "", BACKUP: "b"}))
 
     assert events.names() == ["cleanup_vm"]
 
@@ -745,7 +768,7 @@ def test_cleanup_does_not_thaw_what_was_not_frozen(engine: FakeEngine, events: E
 def test_cleanup_ignores_a_failed_thaw(engine: FakeEngine, events: Events) -> None:
     engine.thaw_error = EngineError("the VM is not frozen", code=400)
 
-    ImageTransferMode().cleanup(as_engine(engine), VM, list(DISKS), {FROZEN: "yes"})
+    ImageTransferMode().cleanup(_leftovers(engine, {FROZEN: "yes"}))
 
     assert events.names() == ["cleanup_vm", "thaw"]
 
@@ -754,6 +777,6 @@ def test_cleanup_thaws_even_when_cleaning_the_vm_fails(engine: FakeEngine, event
     engine.cleanup_error = EngineError("finalizing the backup timed out", code=500)
 
     with pytest.raises(EngineError, match="timed out"):
-        ImageTransferMode().cleanup(as_engine(engine), VM, list(DISKS), {FROZEN: "yes"})
+        ImageTransferMode().cleanup(_leftovers(engine, {FROZEN: "yes"}))
 
     assert "thaw" in events.names()

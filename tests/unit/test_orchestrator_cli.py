@@ -11,10 +11,12 @@ from orchestrator import cli as cli_module
 from orchestrator import commands
 from orchestrator.cli import cli
 from orchestrator.client import ApiClient
+from shared.sealed import opened_fields
 from shared.settings import get_settings
 from shared.state import JobStatus
 from tests.unit.orchestrator_fakes import (
     PASSWORD,
+    SECRET_KEY,
     TOKEN,
     TestClient,
     World,
@@ -66,7 +68,8 @@ def test_manager_add_reads_the_password_from_the_environment(world: World) -> No
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["password"] == "***"
     assert PASSWORD not in result.output
-    assert world.state.document("manager", "lab")["password"] == PASSWORD  # type: ignore[index]
+    stored = world.state.document("manager", "lab")
+    assert stored is not None and opened_fields(stored, SECRET_KEY)["password"] == PASSWORD
 
 
 def test_manager_add_from_a_file_and_one_source_only(world: World, tmp_path: Path) -> None:

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from shared.engine.errors import EngineAuthError, EngineUnreachable
+from shared.sealed import opened_fields
 from tests.unit.orchestrator_fakes import (
     ENGINE_URL,
     PASSWORD,
+    SECRET_KEY,
     TestClient,
     World,
     api_client,
@@ -36,7 +39,8 @@ def test_add_stores_the_password_but_never_returns_it(world: World, client: Test
     for path in ("/managers", "/managers/lab"):
         assert PASSWORD not in client.get(path).text
     stored = world.state.document("manager", "lab")
-    assert stored is not None and stored["password"] == PASSWORD  # the workers need it
+    assert stored is not None and PASSWORD not in json.dumps(stored)  # sealed at rest
+    assert opened_fields(stored, SECRET_KEY)["password"] == PASSWORD  # the workers need it
     [tested] = world.engine.connected
     assert tested.url == ENGINE_URL and tested.password.get_secret_value() == PASSWORD
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.engine.models import EngineVersion
 from shared.errors import ConfigError
 from shared.state import JobState, JobStatus
 from tests.unit.orchestrator_fakes import (
@@ -175,6 +176,15 @@ def test_backups_and_restores(world: World, client: TestClient) -> None:
     assert bad.status_code == 400 and "unknown key 'clustr'" in bad.json()["detail"]
 
 
+def test_a_restore_writes_in_the_backups_mode_unless_told_otherwise(world: World) -> None:
+    world.repository.summaries = [BACKUP]
+    world.service.restore({"backup_id": "b1"})
+    world.service.restore({"backup_id": "b1", "mode": "ssh"})
+    assert [r.mode for r in world.submit.restores] == [BACKUP.get("mode", "image_transfer"), "ssh"]
+    with pytest.raises(ConfigError, match="mode disk_attachment is not available"):
+        world.service.restore({"backup_id": "b1", "mode": "disk_attachment"})
+
+
 def test_restore_needs_a_manager_when_there_are_several(world: World) -> None:
     world.repository.summaries = [BACKUP]
     world.service.add_manager(manager_body(name="other"))
@@ -206,14 +216,82 @@ def test_auto_chooses_per_vm_and_records_why(world: World) -> None:
     assert {r.mode for r, _, _ in world.submit.backups} == {"image_transfer"}
 
 
-def test_auto_refuses_an_engine_without_the_backup_api(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from shared.engine.models import EngineVersion
-
+def test_auto_on_an_engine_without_the_backup_api_uses_snapshot_chains(world: World) -> None:
     world.service.put_policy(policy_body(mode="auto"))
-    monkeypatch.setattr(world.engine, "version", lambda: EngineVersion(4, 3))
+    world.engine.engine_version = EngineVersion(4, 3)
     run = world.service.run_policy("nightly")
-    assert run["jobs"] == [] and world.submit.backups == []
-    assert all("engine 4.3 has no backup API" in r["reason"] for r in run["refused"])
-    assert world.state.locks == {}  # nothing claimed for a job that cannot run
+    assert [job["vm"] for job in run["jobs"]] == ["web1", "db01"] and run["refused"] == []
+    assert {(r.mode, r.snapshot_chain) for r, _, _ in world.submit.backups} == {
+        ("image_transfer", True)
+    }
+    assert {queue for _, _, queue in world.submit.backups} == {"transfer.image"}
+    job = world.state.job(run["jobs"][0]["job_id"])
+    assert job is not None and job.mode == "image_transfer"
+    assert "snapshot chains: engine 4.3 has no backup API (4.4+)" in job.mode_reason
+
+
+@pytest.mark.parametrize(
+    ("version", "snapshot_chain", "expected"),
+    [
+        (EngineVersion(4, 3), False, True),  # the engine has no backup API
+        (EngineVersion(4, 5), False, False),
+        (EngineVersion(4, 5), True, True),  # asked by the policy
+    ],
+)
+def test_image_transfer_reads_the_engine_version_for_snapshot_chains(
+    world: World, version: EngineVersion, snapshot_chain: bool, expected: bool
+) -> None:
+    world.service.put_policy(policy_body(snapshot_chain=snapshot_chain))
+    world.engine.engine_version = version
+    run = world.service.run_policy("nightly")
+    assert len(run["jobs"]) == 2
+    assert {(r.mode, r.snapshot_chain) for r, _, _ in world.submit.backups} == {
+        ("image_transfer", expected)
+    }
+    assert world.engine.version_reads == 1  # once per run, not per VM
+    assert world.engine.domain_reads == 0  # storage domains matter to auto only
+    job = world.state.job(run["jobs"][0]["job_id"])
+    assert job is not None and job.mode_reason.startswith("mode image_transfer set by the policy")
+    if snapshot_chain:
+        assert job.mode_reason.endswith("snapshot chains by policy")
+
+
+@pytest.mark.parametrize(
+    ("mode", "version_reads", "domain_reads", "live_queue_reads"),
+    [("auto", 1, 1, 1), ("image_transfer", 1, 0, 0), ("ssh", 0, 0, 0)],
+)
+def test_the_facts_read_depend_on_the_mode(
+    world: World, mode: str, version_reads: int, domain_reads: int, live_queue_reads: int
+) -> None:
+    reads: list[int] = []
+
+    def live_queues() -> set[str]:
+        reads.append(1)
+        return {"transfer.image"}
+
+    world.service.live_queues = live_queues
+    world.service.put_policy(policy_body(mode=mode))
+    assert len(world.service.run_policy("nightly")["jobs"]) == 2
+    assert world.engine.version_reads == version_reads
+    assert world.engine.domain_reads == domain_reads
+    assert len(reads) == live_queue_reads
+
+
+def test_a_snapshot_is_kept_when_another_policy_of_the_vm_is_incremental(world: World) -> None:
+    world.service.remove_policy("nightly")  # incremental, of every VM
+    world.service.put_policy(policy_body(name="weekly-full", backup={"type": "full"}))
+    world.service.put_policy(
+        policy_body(name="web-incremental", vms={"patterns": ["WEB*"]}, mode="ssh")
+    )
+    world.service.put_policy(
+        policy_body(name="db-elsewhere", manager="other", vms={"names": ["db01"]})
+    )
+    world.service.run_policy("weekly-full")
+    kept = {r.vm_name: r.keep_snapshot for r, _, _ in world.submit.backups}
+    # web1 is selected by an incremental policy too; db01 only by one of another manager
+    assert kept == {"web1": True, "db01": False}
+
+
+def test_the_incremental_policy_itself_keeps_its_snapshots(world: World) -> None:
+    world.service.run_policy("nightly")  # incremental by default
+    assert {r.keep_snapshot for r, _, _ in world.submit.backups} == {True}

@@ -30,16 +30,11 @@ from tests.unit.orchestrator_fakes import (
 )
 
 REFUSED: dict[str, tuple[dict[str, Any], str, str]] = {
-    "ssh": (
-        {"mode": "ssh"},
-        "policy 'nightly': mode ssh is not available in this version of Drover "
-        "(available: image_transfer, auto)",
-        "use mode image_transfer or auto",
-    ),
     "disk_attachment": (
         {"mode": "disk_attachment", "backup": {"type": "full"}},
-        "policy 'nightly': mode disk_attachment is not available in this version of Drover",
-        "use mode image_transfer or auto",
+        "policy 'nightly': mode disk_attachment is not available in this version of Drover "
+        "(available: image_transfer, ssh, auto)",
+        "use mode image_transfer or ssh or auto",
     ),
     "s3": (
         {"repository": "s3://bucket/p"},
@@ -63,7 +58,8 @@ REFUSED: dict[str, tuple[dict[str, Any], str, str]] = {
     ),
 }
 EVERYTHING = {
-    "mode": "ssh",
+    "mode": "disk_attachment",
+    "backup": {"type": "full"},
     "repository": "s3://bucket/p",
     "schedule": {"cron": "@daily"},
     "retention": {"keep_last": 14},
@@ -111,7 +107,7 @@ def test_every_problem_in_one_message(world: World) -> None:
     problems = refused.value.message.removeprefix("policy 'nightly': ").split("; ")
     assert [p.split(" ")[0] for p in problems] == ["mode", "repository", "schedule", "retention"]
     hints = refused.value.hint.split("; ")
-    assert hints[0] == "use mode image_transfer or auto"
+    assert hints[0] == "use mode image_transfer or ssh or auto"
     assert hints[1].startswith("use a filesystem path") and hints[2].startswith("remove schedule")
     assert hints[3].startswith("remove retention")
 
@@ -127,6 +123,28 @@ def test_available_modes_and_filesystem_repositories_are_accepted(
     run = world.service.run_policy("nightly")
     assert [job["vm"] for job in run["jobs"]] == ["web1", "db01"]
     assert {request.mode for request, _, _ in world.submit.backups} == {"image_transfer"}
+
+
+@pytest.mark.parametrize("netcat", [False, True])
+def test_mode_ssh_is_accepted_at_apply_and_run(world: World, netcat: bool) -> None:
+    stored = world.service.put_policy(policy_body(mode="ssh", netcat=netcat))["policy"]
+    assert (stored["mode"], stored["netcat"]) == ("ssh", netcat)
+    run = world.service.run_policy("nightly")
+    assert [job["vm"] for job in run["jobs"]] == ["web1", "db01"] and run["refused"] == []
+    assert {(r.mode, r.netcat, r.snapshot_chain) for r, _, _ in world.submit.backups} == {
+        ("ssh", netcat, False)
+    }
+    assert {queue for _, _, queue in world.submit.backups} == {"transfer.ssh"}
+    job = world.state.job(run["jobs"][0]["job_id"])
+    assert job is not None and job.mode_reason == "mode ssh set by the policy"
+    assert world.engine.version_reads == 0  # mode ssh does not depend on the engine's version
+
+
+def test_mode_ssh_warns_when_no_host_has_credentials(world: World) -> None:
+    result = world.service.put_policy(policy_body(mode="ssh"))
+    [warning] = result["warnings"]
+    assert "none has SSH credentials" in warning and "drover host add lab HOST" in warning
+    assert world.service.put_policy(policy_body())["warnings"] == []
 
 
 def test_an_empty_retention_is_no_rule(world: World) -> None:
@@ -152,7 +170,7 @@ def test_the_api_answers_400_with_one_line(world: World) -> None:
     ):
         assert response.status_code == 400, response.text
         detail = response.json()["detail"]
-        assert detail.startswith("policy 'nightly': mode ssh is not available")
+        assert detail.startswith("policy 'nightly': mode disk_attachment is not available")
         assert "\n" not in detail and "Traceback" not in detail
     assert client.get("/policies").json() == []
 
