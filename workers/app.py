@@ -63,6 +63,9 @@ def _transport_options(settings: Settings) -> dict[str, object]:
         # look for the messages of dead workers often (see workers.liveness)
         every_s = max(1, min(10, settings.worker.visibility_timeout_s // 4))
         options |= {"unacked_restore_interval": every_s, "unacked_restore_throttle": 1}
+        # kombu holds a Redis lock while it restores (a few milliseconds); a worker killed
+        # while holding it would otherwise stop every restore for kombu's default 5 minutes
+        options["unacked_mutex_expire"] = max(5, settings.worker.visibility_timeout_s // 2)
     return options
 
 

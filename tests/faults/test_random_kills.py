@@ -66,6 +66,14 @@ class Fleet:
         else:
             kill_pool_children(self.worker.pid)
 
+    def log_tails(self, lines: int = 60) -> str:
+        """What the workers last said, for a job that did not finish."""
+        tails = []
+        for log in sorted(self.logs.glob("worker-*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            tails.append(f"--- {log.name}\n" + "\n".join(tail))
+        return "\n".join(tails)
+
 
 def reread(job: JobState) -> int:
     return sum(max(0, d.chunks_read - d.done_chunks) for d in job.disks)
@@ -97,7 +105,10 @@ def test_workers_killed_at_random_points(
             job_id = backup()
             time.sleep(rng.uniform(0.0, job_s))
             fleet.kill(whole_group=run % GROUP_KILL_EVERY == GROUP_KILL_EVERY - 1)
-            job = wait_job(store, job_id, timeout_s=120)
+            try:
+                job = wait_job(store, job_id, timeout_s=120)
+            except AssertionError as error:
+                raise AssertionError(f"{error}\n{fleet.log_tails()}") from None
             figures.update(judge(job, repo, expected, connection))
     print("\nfault figures:", json.dumps(dict(figures)))
     assert figures["succeeded"] + figures["failed_cleanly"] == RUNS

@@ -28,5 +28,7 @@ def test_worker_process_answers_and_holds_long_tasks(
     options = app.conf.broker_transport_options
     assert options["visibility_timeout"] <= 300
     assert options["unacked_restore_interval"] <= options["visibility_timeout"] // 4
+    # a worker killed while restoring must not stop restores for kombu's default 5 minutes
+    assert options["unacked_mutex_expire"] < options["visibility_timeout"]
     live = StateStore.from_url(redis_url).live_workers()
     assert live, "the worker announces itself in Redis"
