@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from bench import ssh, transfer
+from bench import attach, ssh, transfer
 from bench.fleet import fleet
 from shared.units import parse_size
 
@@ -74,6 +74,24 @@ def bench_ssh(as_json: bool, rounds: int) -> None:
         _say(as_json, f"{rounds} rounds of ssh cat (reference) and ours, plain and netcat ...")
         measured = ssh.best_of_rounds(f, vm, disk_id, Path(root), rounds)
         report = ssh.report(measured, parse_size(transfer.DISK_SIZE), rounds)
+    _print(report, as_json)
+
+
+@bench_group.command("attach")
+@click.option("--json", "as_json", is_flag=True, help="Print only the JSON document.")
+@click.option("--rounds", type=click.IntRange(1, 10), default=3, show_default=True)
+def bench_attach(as_json: bool, rounds: int) -> None:
+    """Mode disk_attachment's read of a disk attached to a proxy VM vs `dd` of the device."""
+    with tempfile.TemporaryDirectory(prefix="drover-bench-") as root, _fleet(root) as f:
+        _say(as_json, "filling the bench disk ...")
+        vm, disk_id = transfer.prepare_disk(f)
+        repository = Path(root) / "repository-attach"
+        chunk_size = attach.repository_chunk_size(repository)
+        _say(as_json, f"{rounds} rounds of ours and dd on the disk attached to a proxy VM ...")
+        measured = attach.best_of_rounds(f, vm, disk_id, rounds, chunk_size)
+        _say(as_json, "a full backup in mode disk_attachment by the cluster's proxy worker ...")
+        job = attach.backup_job(f, vm, disk_id, repository)
+        report = attach.report(measured, job, parse_size(transfer.DISK_SIZE), rounds)
     _print(report, as_json)
 
 

@@ -1,4 +1,5 @@
-"""The lab, a private Redis and a worker, up for one benchmark or demo run."""
+"""The lab, a private Redis and a worker, up for one benchmark or demo run; proxy workers
+(`drover worker --proxy` in a lab proxy VM) on demand, for mode disk_attachment."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from typing import Any
 import ovirtsdk4 as sdk
 from celery import Celery
 
+from lab.demo import fit_proxies, proxy_worker
 from lab.processes import lab_process, worker_process
 from lab.redis_server import redis_server
 from shared.backup.enqueue import Queued, queue_backup
 from shared.engine.client import EngineClient
+from shared.errors import DroverError
 from shared.jobs import BackupRequest
 from shared.modes import mode_for
 from shared.settings import load_settings
@@ -37,6 +40,11 @@ class Fleet:
     store: StateStore
     connection: sdk.Connection
     repository: str
+    redis_url: str
+    root: Path
+
+    def engine(self) -> EngineClient:
+        return EngineClient(self.connection, ca_file=self.lab["engine"]["ca_file"])
 
     def vm(self, name: str) -> Any:
         return self.connection.system_service().vms_service().list(search=f"name={name}")[0]
@@ -48,11 +56,37 @@ class Fleet:
     def backup(
         self, vm: Any, disk_ids: list[str], repository: str = "", **options: Any
     ) -> JobState:
-        engine = EngineClient(self.connection, ca_file=self.lab["engine"]["ca_file"])
         job_id = queue_lab_backup(
-            self.app, self.store, engine, vm.id, disk_ids, repository or self.repository, **options
+            self.app,
+            self.store,
+            self.engine(),
+            vm.id,
+            disk_ids,
+            repository or self.repository,
+            **options,
         )
         return self.wait(job_id)
+
+    def cluster_of(self, vm: Any) -> str:
+        return str(self.engine().vm(vm.id).cluster_name)
+
+    def fit_proxy(self, cluster: str) -> dict[str, Any]:
+        """The first proxy VM of the cluster with VirtIO-SCSI on (lab.json's entry)."""
+        proxy = fit_proxies(self.lab).get(cluster)
+        if proxy is None:
+            raise DroverError(
+                f"cluster {cluster} of the lab has no proxy VM with VirtIO-SCSI on, so mode "
+                "disk_attachment cannot run there",
+                hint="lab.json's `proxies` must hold one with virtio_scsi true in that cluster",
+            )
+        return proxy
+
+    @contextmanager
+    def proxy_worker(self, cluster: str) -> Iterator[dict[str, Any]]:
+        """A proxy worker in the cluster's fit proxy VM while the block runs; yields the VM."""
+        proxy = self.fit_proxy(cluster)
+        with proxy_worker(self.redis_url, proxy, self.root / f"{proxy['vm']}.log"):
+            yield proxy
 
     def wait(self, job_id: str) -> JobState:
         deadline = time.monotonic() + JOB_TIMEOUT_S
@@ -84,7 +118,7 @@ def fleet(root: Path, *lab_args: str, concurrency: int = 2) -> Iterator[Fleet]:
         )
         app = create_app(load_settings(redis_url=redis_url))
         stack.callback(close_app, app)
-        yield Fleet(lab, app, store, connection, str(root / "repository"))
+        yield Fleet(lab, app, store, connection, str(root / "repository"), redis_url, root)
 
 
 def queue_lab_backup(

@@ -3,10 +3,15 @@
 A private Redis, the lab, the API, a worker and Flower as processes; per mode, a policy backs
 up every VM (full), the guests write, the policy runs again (incremental), and the newest
 incremental of one VM is restored under a new name and verified. Mode ssh reads the volumes
-off the lab's hosts, whose SSH credentials the demo registers through the API first.
+off the lab's hosts, whose SSH credentials the demo registers through the API first. Mode
+disk_attachment (full only: one backup of every VM, a full restored) runs on proxy workers:
+one `drover worker --proxy` per cluster, each "inside" the first proxy VM of its cluster with
+VirtIO-SCSI on, serving its own cluster's queue; the report names, per disk, the worker that
+moved it and its proxy VM.
 
-Nothing may be left on the engine afterwards, but for what is kept on purpose: the snapshot
-the newest ssh backup of each VM keeps for the next incremental (`kept_snapshots`).
+Nothing may be left on the engine afterwards (disks attached to proxy VMs included), but for
+what is kept on purpose: the snapshot the newest ssh backup of each VM keeps for the next
+incremental (`kept_snapshots`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import json
 import secrets
 import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +29,8 @@ import click
 import ovirtsdk4 as sdk
 from cryptography.fernet import Fernet
 
-from lab.demo_run import DemoRun
+from lab import procs
+from lab.demo_run import DemoRun, register_manager, runs_on_proxies
 from lab.leftovers import count_leftovers, kept_snapshot_anchors, kept_snapshots
 from lab.processes import lab_process, service_process, worker_process
 from lab.procs import free_port
@@ -32,6 +39,7 @@ from orchestrator.client import ApiClient
 from shared.errors import DroverError
 from shared.modes import AVAILABLE_MODES as MODES
 from shared.modes import mode_for
+from shared.proxy.node import proxy_queue
 
 PROXY_PREFIX = "drover-proxy"
 SETTLE_S = 60.0  # snapshots being merged away after a job are gone within this
@@ -101,15 +109,44 @@ def _run(root: Path, stack: ExitStack, modes: list[str], say: Any) -> dict[str, 
             f"http://127.0.0.1:{flower_port}/healthcheck",
         )
     )
-    queues = ",".join(dict.fromkeys(["drover.default", *(mode_for(m).queue("") for m in modes)]))
+    api = ApiClient(f"http://127.0.0.1:{api_port}", token)
+    register_manager(api, lab)  # a proxy worker asks the engine which VM it runs in
+    proxies = _start_workers(stack, redis_url, lab, root, env, modes, say)
+    connection = stack.enter_context(_connect(lab["engine"]))
+    clusters = _estate(connection)  # before any restore adds a VM
+    results = {mode: DemoRun(api, lab, root, mode, say, clusters, proxies).run() for mode in modes}
+    say("checking what is left on the engine ...")
+    return _report(api, connection, root, results)
+
+
+def _start_workers(
+    stack: ExitStack,
+    redis_url: str,
+    lab: dict[str, Any],
+    root: Path,
+    env: dict[str, str],
+    modes: list[str],
+    say: Any,
+) -> dict[str, dict[str, Any]]:
+    """One central worker on the central modes' queues and, when a mode runs on proxies, one
+    proxy worker per cluster that has a fit proxy VM; returns cluster -> its proxy VM."""
+    central = [m for m in modes if not runs_on_proxies(m)]
+    queues = ",".join(dict.fromkeys(["drover.default", *(mode_for(m).queue("") for m in central)]))
     stack.enter_context(
         worker_process(redis_url, root / "worker.log", queues, concurrency=2, env=env)
     )
-    api = ApiClient(f"http://127.0.0.1:{api_port}", token)
-    connection = stack.enter_context(_connect(lab["engine"]))
-    vms = _vm_names(connection)  # before any restore adds one
-    results = {mode: DemoRun(api, lab, root, mode, say, vms).run() for mode in modes}
-    say("checking what is left on the engine ...")
+    if len(central) == len(modes):
+        return {}
+    say("starting a proxy worker in a proxy VM of each cluster ...")
+    proxies = fit_proxies(lab)
+    for proxy in proxies.values():
+        stack.enter_context(proxy_worker(redis_url, proxy, root / f"{proxy['vm']}.log", env))
+    return proxies
+
+
+def _report(
+    api: ApiClient, connection: sdk.Connection, root: Path, results: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     anchors = kept_snapshot_anchors(api.get("/backups", repository=str(root / "repository")))
     leftovers = _settled_leftovers(connection, anchors)
     kept = kept_snapshots(connection, anchors)
@@ -128,10 +165,39 @@ def _run(root: Path, stack: ExitStack, modes: list[str], say: Any) -> dict[str, 
     }
 
 
-def _vm_names(connection: sdk.Connection) -> list[str]:
-    """The estate's VMs, the proxy VMs left out (policies never back them up)."""
-    vms = connection.system_service().vms_service().list()
-    return sorted(vm.name for vm in vms if not vm.name.startswith(PROXY_PREFIX))
+def fit_proxies(lab: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Cluster name -> the first of its proxy VMs (lab.json's `proxies`) with VirtIO-SCSI on;
+    the others refuse to serve. A cluster without one is absent."""
+    chosen: dict[str, dict[str, Any]] = {}
+    for proxy in lab["proxies"]:
+        if proxy["virtio_scsi"]:
+            chosen.setdefault(proxy["cluster"], proxy)
+    return chosen
+
+
+@contextmanager
+def proxy_worker(
+    redis_url: str, proxy: dict[str, Any], log_file: Path, env: dict[str, str] | None = None
+) -> Iterator[procs.ManagedProcess]:
+    """`drover worker --proxy` "inside" a lab proxy VM (its root as the node's /), returned
+    once it serves its cluster's queue."""
+    node = {**(env or {}), "DROVER_PROXY__ROOT": proxy["root"]}
+    queue = proxy_queue(proxy["cluster"])
+    with worker_process(redis_url, log_file, queue, 1, node, proxy=True) as process:
+        yield process
+
+
+def _estate(connection: sdk.Connection) -> dict[str, str]:
+    """The estate's VMs (name -> cluster name), the proxy VMs left out (policies never back
+    them up)."""
+    system = connection.system_service()
+    clusters = {c.id: c.name for c in system.clusters_service().list()}
+    vms = system.vms_service().list()
+    return {
+        vm.name: clusters.get(vm.cluster.id, "")
+        for vm in vms
+        if not vm.name.startswith(PROXY_PREFIX)
+    }
 
 
 def _settled_leftovers(connection: sdk.Connection, anchors: dict[str, str]) -> dict[str, int]:
@@ -145,9 +211,11 @@ def _settled_leftovers(connection: sdk.Connection, anchors: dict[str, str]) -> d
 
 
 def _public(result: dict[str, Any]) -> dict[str, Any]:
+    proxies = {"proxy_workers": result["proxy_workers"]} if "proxy_workers" in result else {}
     return {
         "backups": result["backups"],
         "restores": result["restores"],
+        **proxies,
         **({"errors": result["errors"]} if result["errors"] else {}),
     }
 
@@ -180,6 +248,12 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
                 f"  {b['vm']:<10} {b['kind']:<12} {b['bytes_read'] / 2**20:8.1f} MiB "
                 f"{b['seconds']:6.2f} s  {b['backup_id']}"
             )
+            for disk in b["disks"]:
+                if "proxy_vm" in disk:
+                    click.echo(
+                        f"    disk {disk['disk_id']} moved by {disk['worker']} "
+                        f"(proxy VM {disk['proxy_vm'] or 'unknown'})"
+                    )
         for r in result["restores"]:
             click.echo(
                 f"  restored {r['vm']} from {r['backup_id']}: "

@@ -2,7 +2,12 @@
 
 Its policy selects the estate's VMs by name (the VMs restored by an earlier mode's round are
 not backed up again); mode ssh first registers every lab host's SSH credentials
-(`PUT /managers/lab/hosts/{host}`, as `drover host add` does).
+(`PUT /managers/lab/hosts/{host}`, as `drover host add` does). A mode that makes incrementals
+backs up twice (full, then incremental after the guests wrote) and restores an incremental; a
+full-only mode (disk_attachment) backs up once and restores a full. A mode whose transfers run
+on proxy workers (its queue is its cluster's, `proxy.<cluster>`) needs a proxy worker in every
+cluster of the estate; each backup then says, per disk, which worker moved it and in which
+proxy VM, and a restore is queued on its target cluster's proxy (the VM's own cluster).
 """
 
 from __future__ import annotations
@@ -13,11 +18,36 @@ from typing import Any
 
 from lab.guest_client import guest_write
 from orchestrator.client import ApiClient
+from shared.modes import mode_for
 
 MiB = 1 << 20
 JOB_TIMEOUT_S = 900.0
 GUEST_WRITES = ((3 * MiB, 256 * 1024), (40 * MiB + 4096, MiB))
 SSH_MODES = ("ssh",)  # modes that read the volumes on the hosts over SSH
+MANAGER = "lab"
+
+
+def runs_on_proxies(mode: str) -> bool:
+    """Does the mode's queue depend on the VM's cluster (a proxy worker in that cluster)?"""
+    transfer = mode_for(mode)
+    return transfer.queue("cluster-a") != transfer.queue("cluster-b")
+
+
+def register_manager(api: ApiClient, lab: dict[str, Any]) -> None:
+    """The lab's engine as manager "lab" (`drover manager add`), unless it is there."""
+    if any(m["name"] == MANAGER for m in api.get("/managers")):
+        return
+    engine = lab["engine"]
+    api.post(
+        "/managers",
+        {
+            "name": MANAGER,
+            "url": engine["url"],
+            "username": engine["username"],
+            "password": engine["password"],
+            "ca_file": engine["ca_file"],
+        },
+    )
 
 
 class DemoRun:
@@ -28,10 +58,17 @@ class DemoRun:
         root: Path,
         mode: str,
         say: Any,
-        vms: list[str],
+        clusters: dict[str, str],
+        proxies: dict[str, dict[str, Any]] | None = None,
     ) -> None:
+        """`clusters`: the estate's VMs (name -> cluster name); `proxies`: cluster name ->
+        the lab proxy VM (lab.json's entry) whose worker serves that cluster's queue."""
         self.api, self.lab, self.root, self.mode, self.say = api, lab, root, mode, say
-        self.vms = vms
+        self.clusters = clusters
+        self.vms = sorted(clusters)
+        self.proxies = proxies or {}
+        self.on_proxies = runs_on_proxies(mode)
+        self.incremental = mode_for(mode).incremental
         self.policy = f"demo-{mode.replace('_', '-')}"
         self.backups: list[dict[str, Any]] = []
         self.restores: list[dict[str, Any]] = []
@@ -39,39 +76,38 @@ class DemoRun:
 
     def run(self) -> dict[str, Any]:
         self._register()
+        if self.on_proxies and not self._proxies_cover_the_estate():
+            return self._result()
         self.say(f"[{self.mode}] full backup of every VM ...")
-        fulls = self._run_policy()
-        self.say(f"[{self.mode}] guests write; incremental backup of every VM ...")
-        self._guests_write(fulls)
-        incrementals = self._run_policy()
-        self._restore_one(incrementals)
+        restorable = self._run_policy()
+        if self.incremental:
+            self.say(f"[{self.mode}] guests write; incremental backup of every VM ...")
+            self._guests_write(restorable)
+            restorable = self._run_policy()
+        self._restore_one(restorable)
+        return self._result()
+
+    def _result(self) -> dict[str, Any]:
         ok = not self.errors and bool(self.restores) and all(r["verified"] for r in self.restores)
-        return {"ok": ok, "backups": self.backups, "restores": self.restores, "errors": self.errors}
+        result = {"ok": ok, "backups": self.backups, "restores": self.restores}
+        if self.on_proxies:
+            result["proxy_workers"] = {c: p["vm"] for c, p in sorted(self.proxies.items())}
+        return result | {"errors": self.errors}
 
     def _register(self) -> None:
-        engine = self.lab["engine"]
-        if not any(m["name"] == "lab" for m in self.api.get("/managers")):
-            self.api.post(
-                "/managers",
-                {
-                    "name": "lab",
-                    "url": engine["url"],
-                    "username": engine["username"],
-                    "password": engine["password"],
-                    "ca_file": engine["ca_file"],
-                },
-            )
+        register_manager(self.api, self.lab)
         if self.mode in SSH_MODES:
             self._register_hosts()
+        rhythm = {"type": "incremental", "full_every": 7} if self.incremental else {"type": "full"}
         self.api.put(
             f"/policies/{self.policy}",
             {
                 "name": self.policy,
-                "manager": "lab",
+                "manager": MANAGER,
                 "repository": str(self.root / "repository"),
                 "vms": {"names": self.vms},
                 "mode": self.mode,
-                "backup": {"type": "incremental", "full_every": 7},
+                "backup": rhythm,
                 "quiesce": True,
             },
         )
@@ -79,7 +115,7 @@ class DemoRun:
     def _register_hosts(self) -> None:
         for host in self.lab["hosts"]:
             self.api.put(
-                f"/managers/lab/hosts/{host['name']}",
+                f"/managers/{MANAGER}/hosts/{host['name']}",
                 {
                     "address": host["address"],
                     "port": host["ssh_port"],
@@ -90,6 +126,16 @@ class DemoRun:
                     "dev_root": host["dev_root"],
                 },
             )
+
+    def _proxies_cover_the_estate(self) -> bool:
+        """A job queued on a cluster nobody serves would wait forever: say so instead."""
+        for cluster in sorted(set(self.clusters.values()) - set(self.proxies)):
+            self.errors.append(
+                f"cluster {cluster} has no proxy VM with VirtIO-SCSI on, so mode {self.mode} "
+                "cannot back up its VMs: enable VirtIO-SCSI on a proxy VM of the cluster "
+                "(Edit VM -> Resource Allocation) and run `drover worker --proxy` inside it"
+            )
+        return not self.errors
 
     def _run_policy(self) -> list[dict[str, Any]]:
         run = self.api.post(f"/policies/{self.policy}/run")
@@ -111,8 +157,34 @@ class DemoRun:
                 "backup_id": job["backup_id"],
                 "bytes_read": job["bytes_read"],
                 "seconds": round(job["finished_at"] - job["created_at"], 2),
+                "disks": [self._moved_by(job["vm_name"], disk) for disk in job["disks"]],
             }
         )
+
+    def _moved_by(self, vm: str, disk: dict[str, Any]) -> dict[str, Any]:
+        """Which worker moved the disk (its Celery hostname) and, on a proxy, in which VM."""
+        moved = {"disk_id": disk["disk_id"], "worker": disk.get("worker", "")}
+        if not self.on_proxies:
+            return moved
+        proxy = self._proxy_named_in(moved["worker"])
+        cluster = self.clusters.get(vm, "")
+        if proxy is None:
+            self.errors.append(
+                f"{vm}: disk {disk['disk_id']} was moved by worker {moved['worker']!r}, which "
+                "names none of the lab's proxy VMs"
+            )
+        elif proxy["cluster"] != cluster:
+            self.errors.append(
+                f"{vm}: disk {disk['disk_id']} of cluster {cluster} was moved by proxy VM "
+                f"{proxy['vm']} of cluster {proxy['cluster']}"
+            )
+        return moved | {"proxy_vm": proxy["vm"] if proxy else None}
+
+    def _proxy_named_in(self, worker: str) -> dict[str, Any] | None:
+        """The proxy VM whose name the worker's hostname holds (the longest such name:
+        `drover-proxy-cluster1` is part of `drover-proxy-cluster1-b`)."""
+        named = [p for p in self.lab["proxies"] if p["vm"] in worker]
+        return max(named, key=lambda p: len(p["vm"]), default=None)
 
     def _guests_write(self, jobs: list[dict[str, Any]]) -> None:
         for job in jobs:
@@ -120,24 +192,23 @@ class DemoRun:
                 guest_write(Path(self.lab["state_dir"]), job["vm_name"], 0, offset, length)
 
     def _restore_one(self, jobs: list[dict[str, Any]]) -> None:
-        done = [j for j in jobs if j["status"] != "failed" and j["kind"] == "incremental"]
+        kind = "incremental" if self.incremental else "full"
+        done = [j for j in jobs if j["status"] != "failed" and j["kind"] == kind]
         if not done:
-            self.errors.append("no incremental backup to restore")
+            self.errors.append(f"no {kind} backup to restore")
             return
         job = done[0]
         name = f"{job['vm_name']}-{self.policy.removeprefix('demo-')}-restore"
         self.say(f"[{self.mode}] restoring {job['vm_name']} ({job['backup_id']}) as {name} ...")
-        restore = self._wait(
-            self.api.post(
-                "/restores",
-                {
-                    "backup_id": job["backup_id"],
-                    "name": name,
-                    "manager": "lab",
-                    "repository": str(self.root / "repository"),
-                },
-            )["job_id"]
-        )
+        body = {
+            "backup_id": job["backup_id"],
+            "name": name,
+            "manager": MANAGER,
+            "repository": str(self.root / "repository"),
+        }
+        if self.on_proxies:  # queued on the target cluster's proxy: the VM's own cluster
+            body["cluster"] = self.clusters[job["vm_name"]]
+        restore = self._wait(self.api.post("/restores", body)["job_id"])
         result = restore.get("result") or {}
         verified = (
             restore["status"] == "succeeded"

@@ -1,5 +1,8 @@
 """The default estate: one data center, N clusters with a host each, three data domains
-(NFS, GlusterFS, iSCSI), VMs with real data on their disks, and a proxy VM per cluster.
+(NFS, GlusterFS, iSCSI), VMs with real data on their disks, and two proxy VMs per cluster:
+`drover-proxy-<cluster>` (VirtIO-SCSI on in cluster1, cluster3, ..., off, which makes it
+unfit to serve, in cluster2, cluster4, ...) and `drover-proxy-<cluster>-b` (VirtIO-SCSI on).
+So cluster1 has two fit proxies (failover) and cluster2 one fit and one unfit.
 
 `host_specs(config)` gives the hosts the data plane must be built with;
 `build_estate(config, dataplane)` creates domains and volumes and returns the inventory.
@@ -29,6 +32,7 @@ from lab.engine.inventory import (
 MIB = 1 << 20
 PROXY_TAG = "drover-proxy"
 PROXY_PREFIX = "drover-proxy-"
+SECOND_PROXY_SUFFIX = "-b"  # drover-proxy-<cluster>-b: each cluster's second proxy VM
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,9 @@ def build_estate(config: EstateConfig, dataplane: DataPlane) -> Inventory:
         name = f"{plan.role}{index // len(ROLES) + 1:02d}"
         _add_vm(inv, dataplane, config, name, plan, clusters[index % len(clusters)], domains)
     for index, cluster in enumerate(clusters):
-        _add_proxy(inv, dataplane, config, cluster, virtio_scsi=index % 2 == 0, domains=domains)
+        name = f"{PROXY_PREFIX}{cluster.name}"
+        _add_proxy(inv, dataplane, config, cluster, name, index % 2 == 0, domains)
+        _add_proxy(inv, dataplane, config, cluster, f"{name}{SECOND_PROXY_SUFFIX}", True, domains)
     return inv
 
 
@@ -187,10 +193,10 @@ def _add_proxy(
     dataplane: DataPlane,
     config: EstateConfig,
     cluster: Cluster,
+    name: str,
     virtio_scsi: bool,
     domains: dict[str, DomainSpec],
 ) -> Vm:
-    name = f"{PROXY_PREFIX}{cluster.name}"
     vm = Vm(
         id=stable_id("vm", name),
         name=name,

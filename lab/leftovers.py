@@ -100,13 +100,26 @@ def _open_transfers(system: Any) -> int:
 
 
 def _proxies(vms: list[Any], proxy_tag: str) -> list[Any]:
-    return [vm for vm in vms if proxy_tag in (vm.name or "") or proxy_tag in (vm.description or "")]
+    return [
+        vm
+        for vm in vms
+        if any(proxy_tag in (text or "") for text in (vm.name, vm.description, vm.comment))
+    ]
 
 
 def _foreign_attachments(vms_service: Any, vm: Any) -> int:
-    """Disks attached to a proxy VM beyond its own (bootable) system disk."""
+    """Disks attached to a proxy VM beyond its own system disk, plugged or not: disk
+    snapshots a backup read, disks a restore wrote. The system disk is the proxy's bootable
+    disk (the engine refuses a second boot disk: AttachDiskToVmCommand,
+    ACTION_TYPE_FAILED_DISK_BOOT_IN_USE); a disk snapshot is never it."""
     attachments = vms_service.vm_service(vm.id).disk_attachments_service().list()
-    return sum(1 for a in attachments if not a.bootable)
+    own = next((a for a in attachments if a.bootable and not _is_disk_snapshot(a)), None)
+    return sum(1 for a in attachments if a is not own)
+
+
+def _is_disk_snapshot(attachment: Any) -> bool:
+    snapshot = getattr(attachment.disk, "snapshot", None) if attachment.disk else None
+    return snapshot is not None and bool(snapshot.id)
 
 
 def _open_backups(vms_service: Any, vm: Any) -> int:

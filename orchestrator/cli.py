@@ -48,17 +48,20 @@ def cli() -> None:
 @click.option(
     "--proxy",
     is_flag=True,
-    help="Run as the proxy worker of the VM this node is (its cluster's proxy.<cluster> queue).",
+    help="Run as the proxy worker of the VM this node is (its cluster's proxy.<cluster> queue, "
+    "named proxy-<vm name>@<host>).",
 )
 def worker(queues: str, concurrency: int | None, proxy: bool) -> None:
     """Run a Celery worker of the fleet."""
-    from workers.start import proxy_queues, run_worker
+    from workers.start import run_proxy_worker, run_worker
 
     settings = get_settings()
     if proxy and queues:
         raise click.UsageError("--proxy chooses its own queue: leave out --queues")
-    chosen = proxy_queues(settings) if proxy else [q for q in queues.split(",") if q]
-    run_worker(settings, chosen, concurrency)
+    if proxy:
+        run_proxy_worker(settings, concurrency)
+    else:
+        run_worker(settings, [q for q in queues.split(",") if q], concurrency)
 
 
 register_orchestrator_commands(cli)

@@ -19,6 +19,7 @@ import click
 from orchestrator.client import ApiClient
 from orchestrator.policies import parse_policies
 from shared.errors import ConfigError
+from shared.proxy.node import proxy_queue
 from shared.settings import get_settings
 from shared.units import format_size
 
@@ -111,12 +112,14 @@ def manager_add(
 @click.argument("name")
 @json_option
 def manager_sync(name: str, as_json: bool) -> None:
-    """Test the connection again; report the engine's hosts and which lack SSH credentials."""
+    """Test the connection again; report the engine's hosts and which lack SSH credentials,
+    and per cluster its proxy VMs and whether a live worker serves it (mode disk_attachment)."""
     result = make_client().post(f"/managers/{name}/sync")
     if as_json:
         return emit(result)
     click.echo(f"manager {name}: {result.get('engine_version', 'engine')}")
     print_host_report(name, result)
+    print_proxy_report(result)
 
 
 def print_host_report(name: str, report: dict[str, Any]) -> None:
@@ -134,6 +137,34 @@ def print_host_report(name: str, report: dict[str, Any]) -> None:
             f"`drover host remove {name} {host}`",
             err=True,
         )
+
+
+def print_proxy_report(report: dict[str, Any]) -> None:
+    """A line per cluster: its proxy VMs, their workers and whether they are alive; a warning
+    for each cluster that no live proxy worker serves."""
+    if report.get("proxies_error"):
+        click.echo(f"warning: proxies not shown: {report['proxies_error']}", err=True)
+        return
+    for cluster, proxies in report.get("proxies", {}).items():
+        shown = ", ".join(_proxy_text(p) for p in proxies) or "no proxy VM has registered"
+        click.echo(f"cluster {cluster}: proxies: {shown}")
+    for cluster in report.get("clusters_without_live_proxy", []):
+        click.echo(
+            f"warning: no live proxy worker serves cluster {cluster} "
+            f"(queue {proxy_queue(cluster)}): "
+            "mode disk_attachment cannot run there; start `drover worker --proxy` in a proxy "
+            "VM of that cluster",
+            err=True,
+        )
+
+
+def _proxy_text(proxy: dict[str, Any]) -> str:
+    if proxy["alive"]:
+        state = "alive"
+    else:
+        seen = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(proxy.get("last_seen") or 0))
+        state = f"not alive, last seen {seen}"
+    return f"{proxy['vm']} ({state}, worker {proxy['worker']})"
 
 
 def read_password(file: str | None, env: str | None, given: str | None) -> str:
@@ -303,7 +334,9 @@ def _print_job(job: dict[str, Any]) -> None:
         click.echo(f"  mode: {job['mode_reason']}")
     for disk in job["disks"]:
         done = f"{disk['done_chunks']}/{disk['planned_chunks']} chunks"
-        click.echo(f"  disk {disk['name'] or disk['disk_id']:<20} {done:<18} {_bytes(disk)}")
+        worker = f"  worker {disk['worker']}" if disk.get("worker") else ""
+        line = f"  disk {disk['name'] or disk['disk_id']:<20} {done:<18} {_bytes(disk)}{worker}"
+        click.echo(line)
     for warning in job["warnings"]:
         click.echo(f"  warning: {warning}")
     if job["error"]:

@@ -29,12 +29,14 @@ from orchestrator.policies import (
 )
 from orchestrator.support import refuse_unsupported
 from shared.backup.enqueue import Queued, SubmitBackup, queue_backup
-from shared.engine.models import EngineVersion, HostInfo, StorageDomainInfo, VmInfo
+from shared.engine.models import ClusterInfo, EngineVersion, HostInfo, StorageDomainInfo, VmInfo
 from shared.errors import ConfigError, DroverError, ServiceError
 from shared.jobs import RestoreRequest
 from shared.logging import get_logger
 from shared.modes import mode_for
 from shared.modes.auto import VmFacts, choose_mode
+from shared.proxy import registry
+from shared.proxy.node import proxy_queue
 from shared.repository.manifest import check_id
 from shared.sealed import fleet_key, opened_fields, sealed_fields
 from shared.settings import EngineSettings, Settings
@@ -49,6 +51,8 @@ MAX_NAME_BYTES = 255  # of one component of a path (NAME_MAX)
 MAX_QUOTED_CHARS = 64  # of an input value quoted in an error
 REPOSITORY_HINT = "give an absolute path or a file:// URL, e.g. /srv/backups, file:///srv/backups"
 VERSIONED_MODES = ("image_transfer", "auto")  # chosen with the engine's version in hand
+PROXY_MODES = ("disk_attachment",)  # served only by a proxy worker of the VM's cluster
+LIVE_QUEUE_MODES = ("auto", *PROXY_MODES)  # chosen or checked with the live queues in hand
 
 
 class NotFound(DroverError):
@@ -77,6 +81,8 @@ class EngineLike(Protocol):
     def storage_domains(self) -> Sequence[StorageDomainInfo]: ...
 
     def hosts(self) -> Sequence[HostInfo]: ...
+
+    def clusters(self) -> Sequence[ClusterInfo]: ...
 
 
 class RepositoryLike(Protocol):
@@ -133,20 +139,52 @@ class Service:
 
     def sync_manager(self, name: str) -> dict[str, Any]:
         """Test the connection again and report the engine's hosts against the registered
-        SSH credentials: which hosts have none, which credentials name no host any more."""
+        SSH credentials (which hosts have none, which credentials name no host any more), and
+        the proxy VMs per cluster of the engine (`_proxy_report`)."""
         manager = self._manager(name)
-        version, engine_hosts = self._test_engine(manager)
-        return {"name": name, "engine_version": version} | self._host_report(name, engine_hosts)
+        proxies: dict[str, Any] = {}
+        version, engine_hosts = self._test_engine(
+            manager, lambda engine: proxies.update(self._proxy_report(manager.name, engine))
+        )
+        report = {"name": name, "engine_version": version}
+        return report | self._host_report(name, engine_hosts) | proxies
+
+    def _proxy_report(self, manager: str, engine: EngineLike) -> dict[str, Any]:
+        """`proxies`: per cluster of the engine, its proxy VMs (those whose worker registered,
+        found among the engine's VMs by id) with their worker and whether it is alive;
+        `clusters_without_live_proxy`: where mode disk_attachment cannot run now. A failure
+        to read them is reported (`proxies_error`), not raised: the connection test passed."""
+        try:
+            found = registry.statuses(self.state)
+            clusters = [c.name for c in engine.clusters()]
+            names = sorted({s.record.vm_name for s in found})
+            vms = {vm.id: vm for vm in engine.find_vms(names, [], [], [])} if names else {}
+        except Exception as e:
+            log.warning("reading the proxy VMs failed", manager=manager, error=str(e))
+            return {"proxies": {}, "proxies_error": f"reading the proxy VMs failed: {e}"}
+        proxies: dict[str, list[dict[str, Any]]] = {name: [] for name in sorted(clusters)}
+        for status in found:
+            vm = vms.get(status.record.vm_id)
+            if vm is not None:
+                proxies.setdefault(vm.cluster_name, []).append(_proxy_view(status, vm))
+        without = [c for c, found_here in proxies.items() if not _serves(c, found_here)]
+        return {"proxies": proxies, "clusters_without_live_proxy": without}
 
     def _host_report(self, manager: str, engine_hosts: Sequence[HostInfo]) -> dict[str, Any]:
         registered = credentials.registered_hosts(self.state, manager)
         return ssh_hosts.host_report(engine_hosts, registered)
 
-    def _test_engine(self, manager: mgr.Manager) -> tuple[str, list[HostInfo]]:
-        """The engine's version string and its hosts, through a new connection."""
+    def _test_engine(
+        self, manager: mgr.Manager, then: Callable[[EngineLike], object] | None = None
+    ) -> tuple[str, list[HostInfo]]:
+        """The engine's version string and its hosts, through a new connection (which `then`
+        reads more through once the test passed)."""
         try:
             with self.connect(manager.engine_settings()) as engine:
-                return engine.test(), list(engine.hosts())
+                version, engine_hosts = engine.test(), list(engine.hosts())
+                if then is not None:
+                    then(engine)
+                return version, engine_hosts
         except DroverError as e:
             e.message = f"connection test of manager {manager.name!r} failed: {e.message}"
             e.args = (e.message,)
@@ -338,14 +376,16 @@ class Service:
     def _facts_source(self, policy: Policy, engine: EngineLike) -> _Facts:
         """What the mode is chosen from, read once per run: the engine's version for image
         transfer and auto (an engine before 4.4 needs snapshot chains), the storage domains
-        and the live queues for auto only."""
+        for auto only, the live queues for auto and for the modes a proxy worker serves
+        (whose VMs are refused when no live worker serves their cluster)."""
         version = EngineVersion(0, 0)  # not read: the mode does not depend on it
         if policy.mode in VERSIONED_MODES:
             version = engine.version()
+        live = self._live_queues() if policy.mode in LIVE_QUEUE_MODES else set()
         if policy.mode != "auto":
-            return _Facts(version, {}, set())
+            return _Facts(version, {}, live)
         domains = {sd.id: sd.type for sd in engine.storage_domains()}
-        return _Facts(version, domains, self.live_queues())
+        return _Facts(version, domains, live)
 
     def _start_backup(
         self,
@@ -359,6 +399,8 @@ class Service:
             choice = choose_mode(policy.mode, facts.of(vm), snapshot_chain=policy.snapshot_chain)
         except ConfigError as error:
             return _refusal(vm, str(error))
+        if choice.mode in PROXY_MODES and not facts.serves(vm.cluster_name):
+            return _refusal(vm, registry.no_live_proxy(vm.cluster_name))
         request = backup_request(policy, vm, new_job_id(), repository, choice, stored)
         queue = mode_for(choice.mode).queue(vm.cluster_name)
         outcome = queue_backup(self.state, self.submit_backup, request, vm, queue, choice.reason)
@@ -412,6 +454,10 @@ class Service:
         backup = self.backup(spec.backup_id, spec.repository)
         repository = self._location(spec.repository)
         manager = self._restore_manager(spec.manager)
+        mode = _restore_mode(spec.mode, backup)
+        cluster = spec.cluster or _backup_cluster(backup)  # where the VM is created
+        if mode in PROXY_MODES:
+            self._check_proxy(mode, cluster, spec.backup_id)
         request = RestoreRequest(
             job_id=new_job_id(),
             manager=manager,
@@ -420,7 +466,7 @@ class Service:
             name=spec.name,
             cluster=spec.cluster,
             storage_domain=spec.storage_domain,
-            mode=_restore_mode(spec.mode, backup),
+            mode=mode,
         )
         job = JobState(
             id=request.job_id,
@@ -432,8 +478,28 @@ class Service:
             backup_id=spec.backup_id,
         )
         self.state.create_job(job)
-        self._submit_restore(request, mode_for(request.mode).queue(request.cluster))
+        self._submit_restore(request, mode_for(request.mode).queue(cluster))
         return {"job_id": request.job_id, "backup_id": spec.backup_id, "manager": manager}
+
+    def _check_proxy(self, mode: str, cluster: str, backup_id: str) -> None:
+        """Conflict unless a live proxy worker serves `cluster` (a restore in a proxy mode)."""
+        if not cluster:
+            raise ConfigError(
+                f"mode {mode} writes the disks through a proxy VM of the target cluster, and "
+                f"backup {backup_id} does not record its VM's cluster",
+                hint="name the cluster to restore into (--cluster, `cluster`)",
+            )
+        if proxy_queue(cluster) not in self._live_queues():
+            raise Conflict(registry.no_live_proxy(cluster))
+
+    def _live_queues(self) -> set[str]:
+        try:
+            return self.live_queues()
+        except Exception as e:
+            raise ServiceError(
+                f"could not ask the workers which queues they serve: {e}",
+                hint="check that the broker is reachable",
+            ) from e
 
     def _restore_manager(self, name: str) -> str:
         if name:
@@ -540,6 +606,7 @@ def job_view(job: JobState) -> dict[str, Any]:
     data["size"] = sum(d.size for d in job.disks)
     data["bytes_read"] = sum(d.bytes_read for d in job.disks)
     data["rate_bps"] = sum(round(d.rate_bps) for d in job.disks if not job.status.finished)
+    data["workers"] = sorted({d.worker for d in job.disks if d.worker})  # per disk: disks[].worker
     return data
 
 
@@ -563,8 +630,35 @@ class _Facts:
             engine_version=self.engine_version,
             disk_formats=tuple(d.format for d in vm.disks),
             storage_types=tuple(self.storage_types.get(d.storage_domain_id, "") for d in vm.disks),
-            proxy_worker=f"proxy.{vm.cluster_name}" in self.live_queues,
+            proxy_worker=self.serves(vm.cluster_name),
         )
+
+    def serves(self, cluster: str) -> bool:
+        """Does a live worker consume the cluster's proxy queue?"""
+        return proxy_queue(cluster) in self.live_queues
+
+
+def _proxy_view(status: registry.ProxyStatus, vm: VmInfo) -> dict[str, Any]:
+    """One proxy VM of a cluster as `drover manager sync` shows it."""
+    record = status.record
+    return {
+        "vm": vm.name,
+        "vm_id": vm.id,
+        "worker": record.worker,
+        "alive": status.alive,
+        "queue": record.queue,  # the worker's; not the cluster's when the VM moved since
+        "last_seen": record.last_seen,
+    }
+
+
+def _serves(cluster: str, proxies: Sequence[dict[str, Any]]) -> bool:
+    return any(p["alive"] and p["queue"] == proxy_queue(cluster) for p in proxies)
+
+
+def _backup_cluster(backup: dict[str, Any]) -> str:
+    """The cluster the backed-up VM was in (recorded by backups since placement was)."""
+    placement = (backup.get("stats") or {}).get("placement") or {}
+    return str(placement.get("cluster") or "")
 
 
 def _refusal(vm: VmInfo, reason: str) -> dict[str, str]:

@@ -99,6 +99,7 @@ class DiskProgress:
     bytes_read: int = 0
     started_at: float = 0.0
     updated_at: float = 0.0
+    worker: str = ""  # the Celery worker (hostname) that ran the disk's transfer last
 
     @property
     def rate_bps(self) -> float:
@@ -333,6 +334,10 @@ class StateStore:
         raw = self.redis.hget(key("job", job_id, "disk", disk_id), "chain")
         return list(json.loads(raw)) if raw else []
 
+    def record_disk_worker(self, job_id: str, disk_id: str, worker: str) -> None:
+        """The worker now running the disk's transfer (a re-delivered one replaces it)."""
+        self.redis.hset(key("job", job_id, "disk", disk_id), "worker", worker)
+
     def record_read(self, job_id: str, disk_id: str) -> None:
         self.redis.hincrby(key("job", job_id, "disk", disk_id), "chunks_read", 1)
 
@@ -360,6 +365,7 @@ class StateStore:
             bytes_read=int(data.get("bytes_read") or 0),
             started_at=float(data.get("started_at") or 0),
             updated_at=float(data.get("updated_at") or 0),
+            worker=data.get("worker", ""),
         )
 
     # VM locks with fencing tokens -------------------------------------------

@@ -1,9 +1,9 @@
 """How a job becomes Celery work: task names, queues and the canvas per job.
 
-Backup: prepare -> start -> one transfer per disk (a chord) -> finalize. Messages carry the
-job id (and a disk id); the request and the steps' context live in Redis. Every step that
-fails runs the job's cleanup itself (see workers.failures), so no errback wiring is needed
-for "nothing left behind".
+Backup: prepare -> start -> one transfer per disk (a chord; in turn for a mode that reads one
+disk at a time) -> finalize. Messages carry the job id (and a disk id); the request and the
+steps' context live in Redis. Every step that fails runs the job's cleanup itself (see
+workers.failures), so no errback wiring is needed for "nothing left behind".
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from celery import Celery, chain, chord, group
 
 from shared.jobs import BackupRequest, RestoreRequest
+from shared.modes import mode_of
 from workers.priority import broker_priority
 
 PREPARE = "drover.backup.prepare"
@@ -26,18 +27,22 @@ def backup_canvas(app: Celery, request: BackupRequest, queue: str) -> chain:
     options = {"priority": broker_priority(app, request.priority), "immutable": True}
     # Results travel through Redis state; only the chord's transfers need the result backend.
     quiet = {**options, "ignore_result": True}
-    transfers = group(
+    steps = [
+        app.signature(PREPARE, args=(job_id,), queue=CONTROL_QUEUE, **quiet),
+        app.signature(START, args=(job_id,), queue=CONTROL_QUEUE, **quiet),
+    ]
+    transfers = [
         app.signature(TRANSFER, args=(job_id, disk_id), queue=queue, **options)
         for disk_id in request.disk_ids
-    )
+    ]
+    if mode_of(request).one_disk_at_a_time:  # each disk's step once the previous one ended
+        finalize = app.signature(FINALIZE, args=([], job_id), queue=CONTROL_QUEUE, **quiet)
+        return chain(*steps, *transfers, finalize)
+    # the chord passes the transfers' results to finalize
     finalize = app.signature(
         FINALIZE, args=(job_id,), queue=CONTROL_QUEUE, priority=options["priority"]
     ).set(ignore_result=True)
-    return chain(
-        app.signature(PREPARE, args=(job_id,), queue=CONTROL_QUEUE, **quiet),
-        app.signature(START, args=(job_id,), queue=CONTROL_QUEUE, **quiet),
-        chord(transfers, finalize),
-    )
+    return chain(*steps, chord(group(transfers), finalize))
 
 
 def submit_backup(app: Celery, request: BackupRequest, queue: str) -> None:

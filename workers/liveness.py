@@ -11,7 +11,9 @@ the re-delivered step resumes from what Redis recorded. (A pool process that die
 re-delivered at once by `task_reject_on_worker_lost`. AMQP brokers re-deliver on their own
 when the connection of a dead worker drops.)
 
-Each worker also announces itself under drover:worker:<hostname> (see shared.state).
+Each worker also announces itself under drover:worker:<hostname> (see shared.state). A proxy
+worker also records its proxy VM in the proxy registry (shared.proxy.registry) at each beat,
+which keeps the record's last_seen; its proxy is alive while the worker is announced.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import redis
 from celery import Celery, signals
 
 from shared.logging import get_logger
+from shared.proxy.registry import ProxyWorker
 from shared.state import StateStore
 from workers.redis_transport import is_redis
 
@@ -37,14 +40,22 @@ def hold_every_s(visibility_timeout_s: int) -> float:
 
 class Keeper(threading.Thread):
     """In the worker's main process: refreshes the delivery time of the messages it holds
-    and its presence, until the worker shuts down."""
+    and its presence (and a proxy worker's record of its VM), until the worker shuts down."""
 
-    def __init__(self, consumer: Any, broker: redis.Redis, store: StateStore, every_s: float):
+    def __init__(
+        self,
+        consumer: Any,
+        broker: redis.Redis,
+        store: StateStore,
+        every_s: float,
+        proxy: ProxyWorker | None = None,
+    ):
         super().__init__(name="drover-liveness", daemon=True)
         self._consumer = consumer
         self._broker = broker
         self._store = store
         self._every_s = every_s
+        self._proxy = proxy
         self._stopped = threading.Event()
 
     def run(self) -> None:
@@ -66,6 +77,8 @@ class Keeper(threading.Thread):
             now = time.time()
             self._broker.zadd(UNACKED_INDEX, {tag: now for tag in tags}, xx=True)
         self._store.announce_worker(self._consumer.hostname, ttl_s=int(self._every_s * 3))
+        if self._proxy is not None:
+            self._proxy.register(self._store, self._consumer.hostname)
 
 
 def _held_tags(consumer: Any) -> list[str]:
@@ -80,16 +93,22 @@ def _held_tags(consumer: Any) -> list[str]:
     return []
 
 
-def install(app: Celery, store: StateStore, visibility_timeout_s: int) -> None:
-    """Start a keeper when this process's worker is ready; stop it when it shuts down."""
+def install(
+    app: Celery, store: StateStore, visibility_timeout_s: int, proxy: ProxyWorker | None = None
+) -> None:
+    """Start a keeper when this process's worker is ready; stop it when it shuts down.
+    `proxy`: the worker's proxy VM, recorded in the proxy registry (by its keeper's beats on a
+    Redis broker, once at start on another)."""
     broker_url = str(app.conf.broker_url or "")
     if not is_redis(broker_url):
+        if proxy is not None:
+            _register_when_ready(store, proxy)
         return
     keepers: list[Keeper] = []
 
     def start(sender: Any, **_: Any) -> None:
         broker = redis.Redis.from_url(broker_url)
-        keeper = Keeper(sender, broker, store, hold_every_s(visibility_timeout_s))
+        keeper = Keeper(sender, broker, store, hold_every_s(visibility_timeout_s), proxy)
         keepers.append(keeper)
         keeper.start()
 
@@ -99,3 +118,10 @@ def install(app: Celery, store: StateStore, visibility_timeout_s: int) -> None:
 
     signals.worker_ready.connect(start, weak=False)
     signals.worker_shutdown.connect(stop, weak=False)
+
+
+def _register_when_ready(store: StateStore, proxy: ProxyWorker) -> None:
+    def register(sender: Any, **_: Any) -> None:
+        proxy.register(store, sender.hostname)
+
+    signals.worker_ready.connect(register, weak=False)

@@ -11,7 +11,7 @@ from lab.engine import search
 from lab.engine.common import created, done, limited, listing, ok, removed, sd_ref, searched
 from lab.engine.context import Engine
 from lab.engine.faults import bad_request, conflict, incomplete, not_found
-from lab.engine.inventory import Disk, DiskState, Inventory, VmState, new_id
+from lab.engine.inventory import Attachment, Disk, DiskState, Inventory, Vm, VmState, new_id
 from lab.engine.router import Request, Response, Router
 from lab.engine.xml import href, make, parse, parse_action
 
@@ -216,19 +216,28 @@ def forget_disk(engine: Engine, disk: Disk) -> None:
 
 
 def remove_disk(req: Request) -> Response:
-    inv = req.engine.inventory
+    """RemoveDiskCommand.validate (validateAllVmsForDiskAreDown): refused while the disk, or
+    a snapshot of it, is plugged into a VM that is not Down (VmDao.getVmsListForDisk with
+    includeVmsSnapshotAttachedTo=true): ACTION_TYPE_FAILED_VM_IS_NOT_DOWN (CONFLICT: 409).
+    Unplugged, or on a VM that is Down, it is removed, and its attachments with it
+    (RemoveImageCommand removes every VM device of the disk)."""
+    engine = req.engine
+    inv = engine.inventory
     with inv.lock:
         disk = inv.disk(req.params["disk"])
         ensure_unlocked(disk, "remove Virtual Disk")
-        for vm in inv.vms_of_disk(disk.id):
-            attachment = vm.attachment(disk.id)
-            if vm.status != VmState.DOWN and attachment is not None and attachment.active:
-                raise conflict("Cannot remove Virtual Disk. Disk is plugged to a running VM.")
-        if _attached_as_snapshot(inv, disk.id):
-            raise conflict(
-                "Cannot remove Virtual Disk. A snapshot of the disk is attached to a VM."
-            )
-        forget_disk(req.engine, disk)
+        attached = _attachments_of(inv, disk.id)
+        if any(vm.status != VmState.DOWN and a.active for vm, a in attached):
+            raise conflict("Cannot remove Virtual Disk. At least one of the VMs is not down.")
+        devices = [(vm.name, a.device) for vm, a in attached if a.device]
+    for vm_name, device in devices:  # plugged into a proxy VM that is Down: drop its device
+        try:
+            engine.dataplane.detach_device(vm_name, device)
+        except Exception:
+            log.exception("dropping device %s of %s failed", device, vm_name)
+    with inv.lock:
+        if disk.id in inv.disks:
+            forget_disk(engine, disk)
     return removed()
 
 
@@ -241,12 +250,9 @@ def remove_domain_disk(req: Request) -> Response:
     return remove_disk(req)
 
 
-def _attached_as_snapshot(inv: Inventory, disk_id: str) -> bool:
-    return any(
-        a.disk_id == disk_id and a.snapshot_id is not None
-        for vm in inv.vms.values()
-        for a in vm.attachments
-    )
+def _attachments_of(inv: Inventory, disk_id: str) -> list[tuple[Vm, Attachment]]:
+    """Every attachment of the disk: its own and those of its snapshots (proxy VMs)."""
+    return [(vm, a) for vm in inv.vms.values() for a in vm.attachments if a.disk_id == disk_id]
 
 
 # move

@@ -56,6 +56,7 @@ class FakeDataPlane:
         self.proxy_tickets: dict[str, str] = {}
         self.holds: Counter[str] = Counter()
         self.devices: dict[tuple[str, str], VolumeRef] = {}
+        self.writable_devices: set[tuple[str, str]] = set()  # of `devices`: written back
         self.calls: list[tuple[str, tuple[object, ...]]] = []
         self.fail: set[str] = set()  # method names that raise
 
@@ -237,13 +238,18 @@ class FakeDataPlane:
             self.volumes[top].writes.append((offset, length))
 
     # proxy VMs
-    def attach_device(self, proxy_vm: str, top: VolumeRef, device_name: str) -> str:
-        self._record("attach_device", proxy_vm, top, device_name)
+    def attach_device(
+        self, proxy_vm: str, top: VolumeRef, device_name: str, writable: bool = False
+    ) -> str:
+        self._record("attach_device", proxy_vm, top, device_name, writable)
         with self.lock:
             self.devices[(proxy_vm, device_name)] = top
+            if writable:
+                self.writable_devices.add((proxy_vm, device_name))
         return f"/dev/disk/by-id/{device_name}"
 
     def detach_device(self, proxy_vm: str, device_name: str) -> None:
         self._record("detach_device", proxy_vm, device_name)
         with self.lock:
             self.devices.pop((proxy_vm, device_name), None)
+            self.writable_devices.discard((proxy_vm, device_name))

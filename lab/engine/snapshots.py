@@ -337,20 +337,37 @@ def remove_snapshot(req: Request) -> Response:
         snap = vm.snapshot(req.params["snap"])
         disks = [inv.disks[d] for d in snap.volumes if d in inv.disks]
         _check_can_snapshot(inv, vm, disks, "remove")
-        _check_not_attached(inv, snap)
+        _check_not_attached(inv, vm)
         snap.status = "locked"
         _lock(vm, disks)
     engine.tasks.later(engine.timings.snapshot, lambda: _merge_job(engine, vm, snap, disks))
     return removed()
 
 
-def _check_not_attached(inv: Inventory, snap: Snapshot) -> None:
+def _check_not_attached(inv: Inventory, vm: Vm) -> None:
+    """RemoveSnapshotCommand.validate: VmValidator.vmNotHavingDeviceSnapshotsAttachedToOtherVms
+    (onlyPlugged=false) -> DiskImagesValidator.diskImagesSnapshotsNotAttachedToOtherVms: no
+    snapshot of any of the VM's disks (not only the one being removed) may be attached to
+    another VM, plugged or not: ACTION_TYPE_FAILED_VM_DISK_SNAPSHOT_IS_ATTACHED_TO_ANOTHER_VM
+    (ErrorType.CONFLICT: 409)."""
+    own = set(vm.own_disk_ids())
+    found = []
     for other in inv.vms.values():
         for attachment in other.attachments:
-            if attachment.snapshot_id == snap.id:
-                raise conflict(
-                    f"Cannot remove Snapshot. The disk snapshot is attached to VM {other.name}."
-                )
+            if attachment.snapshot_id is None or attachment.disk_id not in own:
+                continue
+            disk = inv.disks.get(attachment.disk_id)
+            snap = next((s for s in vm.snapshots if s.id == attachment.snapshot_id), None)
+            alias = disk.name if disk else attachment.disk_id
+            description = snap.description if snap else attachment.snapshot_id
+            found.append(f"{alias} ,{description}, {other.name}")
+    if found:
+        disks_info = "\n".join(found)
+        raise conflict(
+            "Cannot remove Snapshot. The following VM's disks snapshots are attached to other "
+            "VMs (Disk Alias/Snapshot Description/VM attached to):\n\n "
+            f"{disks_info} \n\nPlease detach them from those VMs and try again."
+        )
 
 
 def _merge_job(engine: Engine, vm: Vm, snap: Snapshot, disks: list[Disk]) -> None:

@@ -279,8 +279,9 @@ class LabDataPlane:
 
     # proxy VMs
 
-    def attach_device(self, proxy_vm: str, top: VolumeRef, device_name: str) -> str:
-        return self.proxies.attach(proxy_vm, top, device_name)
+    def attach_device(self, proxy_vm: str, top: VolumeRef, device_name: str,
+                      writable: bool = False) -> str:
+        return self.proxies.attach(proxy_vm, top, device_name, writable)
 
     def detach_device(self, proxy_vm: str, device_name: str) -> None:
         self.proxies.detach(proxy_vm, device_name)

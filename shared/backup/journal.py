@@ -8,8 +8,17 @@ before every engine mutation (`EngineClient`'s guard) and before the backup is c
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from shared.state import StateStore
+
+
+class Recorder(Protocol):
+    """What records a job's engine objects: a backup's journal or a restore's."""
+
+    def record(self, name: str, value: str) -> None: ...
+
+    def objects(self) -> dict[str, str]: ...
 
 
 class JobJournal:

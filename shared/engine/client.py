@@ -14,7 +14,17 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from shared.engine import backups, cleanup, guest, inventory, restore, snapshots, transfers
+from shared.engine import (
+    attachments,
+    backups,
+    cleanup,
+    guest,
+    inventory,
+    restore,
+    snapshots,
+    transfers,
+)
+from shared.engine.attachments import AttachmentInfo
 from shared.engine.connection import open_connection
 from shared.engine.models import (
     BackupInfo,
@@ -402,6 +412,32 @@ class EngineClient:
                 self._system, vm_id, disk_id, bootable=bootable, interface=interface, active=active
             ),
             kind=CREATE,
+        )
+
+    def plug_disk(
+        self, vm_id: str, disk_id: str, snapshot_id: str | None, interface: str = "virtio_scsi"
+    ) -> None:
+        """Hot-plug a disk (as of `snapshot_id`, read-only, when given) into a running VM."""
+        what = f"disk {disk_id}" + (f" as of snapshot {snapshot_id}" if snapshot_id else "")
+        self._change(
+            f"attaching {what} to VM {vm_id}",
+            lambda: attachments.attach(
+                self._system, vm_id, disk_id, snapshot_id, interface=interface
+            ),
+            kind=CREATE,
+        )
+
+    def unplug_disk(self, vm_id: str, disk_id: str, timeout_s: float = WAIT_S) -> None:
+        """Detach a disk from a VM (the disk stays); done once the VM no longer has it."""
+        self._change(
+            f"detaching disk {disk_id} from VM {vm_id}",
+            lambda: attachments.detach(self._system, vm_id, disk_id, timeout_s),
+        )
+
+    def disk_attachments(self, vm_id: str) -> list[AttachmentInfo]:
+        return self._call(
+            f"listing the disks attached to VM {vm_id}",
+            lambda: attachments.listing(self._system, vm_id),
         )
 
     def remove_vm(self, vm_id: str, timeout_s: float = WAIT_S) -> None:

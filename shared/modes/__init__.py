@@ -11,13 +11,18 @@ from __future__ import annotations
 from shared.errors import ConfigError
 from shared.jobs import BackupRequest
 from shared.modes.base import DiskPlace, JobRun, Leftovers, OpenDisk, Started, TransferMode
+from shared.modes.disk_attachment import DiskAttachmentMode
 from shared.modes.image_transfer import ImageTransferMode
 from shared.modes.image_transfer_chain import SnapshotChainImageTransfer
 from shared.modes.ssh import SshMode
 
-MODES: dict[str, TransferMode] = {"image_transfer": ImageTransferMode(), "ssh": SshMode()}
+MODES: dict[str, TransferMode] = {
+    "image_transfer": ImageTransferMode(),
+    "ssh": SshMode(),
+    "disk_attachment": DiskAttachmentMode(),
+}
 AVAILABLE_MODES: tuple[str, ...] = tuple(MODES)
-PLANNED_MODES: tuple[str, ...] = ("disk_attachment",)
+PLANNED_MODES: tuple[str, ...] = ()
 SNAPSHOT_CHAIN_IMAGE_TRANSFER: TransferMode = SnapshotChainImageTransfer()
 
 

@@ -1,9 +1,10 @@
 """`mode: auto`: which mode backs up a VM, chosen from facts, with the reason written down.
 
 The facts are the engine's version (the backup API needs 4.4), the VM's disk formats and
-storage types, and whether a proxy worker serves the VM's cluster. Only modes this version
-of Drover has are chosen; the reason names what was considered, so `drover jobs ID` tells
-an operator why a VM went the way it did.
+storage types, and whether a proxy worker serves the VM's cluster. Auto chooses image
+transfer, which makes incrementals; disk_attachment (full backups only, through a proxy VM)
+is never chosen by auto, only named by a policy. The reason names what was considered, so
+`drover jobs ID` tells an operator why a VM went the way it did.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.engine.models import EngineVersion
-from shared.modes import MODES, mode_for
+from shared.modes import mode_for
 from shared.modes.image_transfer import BACKUP_API
 
 
@@ -58,8 +59,10 @@ def _image_transfer_reason(facts: VmFacts) -> str:
         parts.append(f"{raw} raw disk(s) have no incremental tracking and are read in full")
     if facts.storage_types:
         parts.append(f"storage: {', '.join(sorted(set(facts.storage_types)))}")
-    if facts.proxy_worker and "disk_attachment" not in MODES:
-        parts.append("a proxy worker serves the cluster, but disk_attachment is not available")
-    elif not facts.proxy_worker:
+    if facts.proxy_worker:
+        parts.append(
+            "a proxy worker serves the cluster; disk_attachment (full only) is not chosen by auto"
+        )
+    else:
         parts.append("no proxy worker serves the cluster")
     return "; ".join(parts)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from shared.backup.context import DiskRef, JobContext
-from shared.backup.journal import JobJournal
+from shared.backup.journal import JobJournal, Recorder
 from shared.backup.plan import ChunkPlan
 from shared.engine.client import EngineClient
 from shared.engine.models import DiskInfo
@@ -84,6 +84,7 @@ class DiskPlace:
     format: str  # raw | cow: the new disk's volume format
     manager: str
     store: StateStore
+    journal: Recorder  # what the sink attaches is recorded, for the restore's undo
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class TransferMode(Protocol):
     name: str
     incremental: bool  # can it make incremental backups at all
     anchor_name: str  # what its chain anchor is: "checkpoint", "snapshot" (the kept one)
+    one_disk_at_a_time: bool  # the disks' transfers run in turn, not side by side
 
     def queue(self, cluster: str) -> str: ...
 

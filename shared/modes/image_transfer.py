@@ -41,6 +41,7 @@ class ImageTransferMode:
     name = "image_transfer"
     incremental = True
     anchor_name = "checkpoint"
+    one_disk_at_a_time = False
 
     def queue(self, cluster: str) -> str:
         return QUEUE

@@ -147,6 +147,7 @@ class SnapshotSteps:
 
     incremental = True
     anchor_name = "snapshot"
+    one_disk_at_a_time = False
 
     def incremental_capable(self, disk: DiskInfo) -> bool:
         return True  # every snapshot adds a qcow2 layer, whatever the disk's format

@@ -1,6 +1,6 @@
-"""Restore a backup as a new VM, mode-neutral: recreate the VM from its OVF, then per disk
-create it, write the backup's full image through the mode's disk sink, read it back through
-the mode and compare checksums, and attach it.
+"""Restore a backup as a new VM, mode-neutral, in the seed's order: per disk, create it
+empty, write the backup's full image through the mode's disk sink, read it back through the
+mode and compare checksums; then recreate the VM from its OVF and attach the disks to it.
 
 Every engine object a restore creates is recorded in the job's journal (the VM before it is
 created, each disk once the engine names it): a restore that fails, or is re-delivered after
@@ -26,6 +26,7 @@ from shared.errors import DroverError
 from shared.jobs import RestoreRequest
 from shared.logging import get_logger
 from shared.modes import DiskPlace, TransferMode, mode_for
+from shared.proxy.attach import unplug_recorded
 from shared.qcow2.writer import qcow2_size_bound
 from shared.repository.manifest import DiskManifest, Manifest
 from shared.repository.repository import Repository
@@ -98,15 +99,16 @@ def restore_vm(
     name = request.name or f"{manifest.vm_name}-restored"
     cluster = request.cluster or manifest.stats.get("placement", {}).get("cluster", "")
     _refuse_taken_name(engine, name)
+    wanted = [d for d in manifest.disks if not request.disks or d.disk_id in request.disks]
     with _undone_on_failure(engine, journal):
+        disks = [_restore_disk(target, disk) for disk in wanted]
         journal.record(VM, CREATING + name)
         vm_id = engine.add_vm_from_ovf(manifest.ovf, name, cluster)
         journal.record(VM, vm_id)
-        disks = [
-            _restore_disk(target, disk, vm_id)
-            for disk in manifest.disks
-            if not request.disks or disk.disk_id in request.disks
-        ]
+        for restored in disks:
+            where = _placement(manifest, restored.disk_id)
+            interface = where.get("interface") or "virtio_scsi"
+            engine.attach_disk(vm_id, restored.new_disk_id, bool(where.get("bootable")), interface)
     return RestoreResult(manifest.backup_id, vm_id, name, disks)
 
 
@@ -118,7 +120,7 @@ def _refuse_taken_name(engine: EngineClient, name: str) -> None:
         )
 
 
-def _restore_disk(target: _Target, disk: DiskManifest, vm_id: str) -> RestoredDisk:
+def _restore_disk(target: _Target, disk: DiskManifest) -> RestoredDisk:
     engine, where = target.engine, _placement(target.manifest, disk.disk_id)
     domain = target.request.storage_domain or where.get("storage_domain_id", "")
     block = _is_block(engine, domain)
@@ -132,8 +134,9 @@ def _restore_disk(target: _Target, disk: DiskManifest, vm_id: str) -> RestoredDi
         initial_size=_initial_size(disk) if block and disk.format == "cow" else None,
     )
     target.journal.record(f"disk:{disk.disk_id}", new.id)
+    journal = target.journal
     place = DiskPlace(
-        engine, new.id, disk.size, disk.format, target.request.manager, target.journal.store
+        engine, new.id, disk.size, disk.format, target.request.manager, journal.store, journal
     )
     _write(target, disk, place, zero_fill=not sparse)
     expected = target.repo.image_sha256(target.manifest.backup_id, disk.disk_id)
@@ -145,9 +148,6 @@ def _restore_disk(target: _Target, disk: DiskManifest, vm_id: str) -> RestoredDi
             f"the backup's is {expected}",
             hint="the restored VM was removed; run `drover repo check --read-data`",
         )
-    engine.attach_disk(
-        vm_id, new.id, bool(where.get("bootable")), where.get("interface") or "virtio_scsi"
-    )
     return RestoredDisk(disk.disk_id, new.id, disk.name, actual, True)
 
 
@@ -199,10 +199,11 @@ def _undone_on_failure(engine: EngineClient, journal: Journal) -> Iterator[None]
 
 
 def undo_recorded(engine: EngineClient, journal: Journal) -> None:
-    """Remove what the journal says a restore created: uploads cancelled, disks removed,
-    the VM removed (found by name when the engine had not yet named it). Quiet: the
-    caller's error, if any, is what matters."""
+    """Remove what the journal says a restore created: disks detached from a proxy VM,
+    uploads cancelled, disks removed, the VM removed (found by name when the engine had not
+    yet named it). Quiet: the caller's error, if any, is what matters."""
     recorded = journal.objects()
+    _quietly(lambda: unplug_recorded(engine, recorded), "detaching disks from the proxy VM")
     disks = [v for k, v in recorded.items() if k.startswith("disk:") and v]
     for transfer in _quietly(lambda: engine.open_transfers(disk_ids=disks), "listing") or []:
         _quietly(partial(engine.cancel_transfer, transfer.id), f"cancelling {transfer.id}")

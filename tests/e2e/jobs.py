@@ -64,7 +64,10 @@ def restore(
     backup_id: str,
     name: str,
     mode: str = "image_transfer",
+    cluster: str = "",
 ) -> JobState:
+    """`cluster`: where the VM is restored ("": the backup's), whose proxy a disk attachment
+    restore goes through."""
     job_id = new_job_id()
     store.create_job(JobState(id=job_id, vm_id="", mode="restore", manager=manager))
     request = RestoreRequest(
@@ -73,9 +76,10 @@ def restore(
         repository=str(repo),
         backup_id=backup_id,
         name=name,
+        cluster=cluster,
         mode=mode,
     )
-    submit_restore(app, request, mode_for(request.mode).queue(""))
+    submit_restore(app, request, mode_for(request.mode).queue(cluster))
     job = wait_job(store, job_id)
     assert job.status == JobStatus.SUCCEEDED, job.error
     return job

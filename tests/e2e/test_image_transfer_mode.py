@@ -82,9 +82,12 @@ def restore_and_verify(
     *,
     mode: str = "image_transfer",
     kept_snapshots: int = 0,
+    cluster: str = "",
 ) -> None:
     """Restore as a new VM, check every disk's read-back checksum, then remove the VM."""
-    restored = restore(celery_app, store, manager, repo_dir, backup_id, name, mode=mode)
+    restored = restore(
+        celery_app, store, manager, repo_dir, backup_id, name, mode=mode, cluster=cluster
+    )
     context = store.context(restored.id)
     assert context and all(d["verified"] for d in context["disks"])
     assert {d["sha256"] for d in context["disks"]} == set(expected.values())

@@ -17,6 +17,7 @@ from ovirtsdk4 import types
 
 from lab.engine import EngineServer, Timings
 from lab.engine.fakeplane import FakeDataPlane
+from lab.engine.inventory import DataCenter, stable_id
 from lab.estate import EstateConfig, build_estate, host_specs
 from lab.pki import CertificateAuthority
 from tests.integration.engine_client import snapshot
@@ -107,7 +108,7 @@ def test_login_and_api_root(conn: sdk.Connection) -> None:
     api = conn.system_service().get()
     assert api.product_info.name == "oVirt Engine"
     assert api.product_info.version.major == 4 and api.product_info.version.minor == 5
-    assert api.summary.vms.total == 6
+    assert api.summary.vms.total == 8
 
 
 def test_wrong_password_is_auth_error(engine: EngineServer, ca: CertificateAuthority) -> None:
@@ -157,16 +158,26 @@ def test_static_collections(conn: sdk.Connection) -> None:
 
 def test_vm_search(conn: sdk.Connection) -> None:
     vms = conn.system_service().vms_service()
-    assert len(vms.list()) == 6
+    assert len(vms.list()) == 8
     assert [v.name for v in vms.list(search="name=db01")] == ["db01"]
     assert sorted(v.name for v in vms.list(search="name=drover-proxy-*")) == [
         "drover-proxy-cluster1",
+        "drover-proxy-cluster1-b",
         "drover-proxy-cluster2",
+        "drover-proxy-cluster2-b",
     ]
+    proxies = {v.name: v.virtio_scsi.enabled for v in vms.list(search="tag=drover-proxy")}
+    assert proxies == {
+        "drover-proxy-cluster1": True,
+        "drover-proxy-cluster1-b": True,
+        "drover-proxy-cluster2": False,
+        "drover-proxy-cluster2-b": True,
+    }
     assert [v.name for v in vms.list(search="tag=db")] == ["db01"]
     assert sorted(v.name for v in vms.list(search="cluster=cluster1 and status=up")) == [
         "app01",
         "drover-proxy-cluster1",
+        "drover-proxy-cluster1-b",
         "web01",
     ]
     assert [v.name for v in vms.list(search="tag=prod and name=web*")] == ["web01"]
@@ -242,9 +253,9 @@ def test_snapshot_attached_to_proxy(conn: sdk.Connection, dataplane: FakeDataPla
         interface=types.DiskInterface.VIRTIO_SCSI,
         active=True,
     )
-    with pytest.raises(sdk.Error) as refused:
+    with pytest.raises(sdk.Error, match="VirtIO-SCSI is disabled") as refused:
         vms.vm_service(blk_proxy.id).disk_attachments_service().add(attachment)
-    assert refused.value.code == 400
+    assert refused.value.code == 409  # CANNOT_PERFORM_ACTION_VIRTIO_SCSI_IS_DISABLED: CONFLICT
     attachments = vms.vm_service(scsi_proxy.id).disk_attachments_service()
     added = attachments.add(attachment)
     assert added.logical_name is None  # the guest agent reports it later
@@ -264,6 +275,124 @@ def test_snapshot_attached_to_proxy(conn: sdk.Connection, dataplane: FakeDataPla
     assert not dataplane.devices
     snaps.snapshot_service(snap.id).remove()
     wait_for(lambda: len(snaps.list()) == 1)
+
+
+def _new_disk(conn: sdk.Connection, name: str, domain: str = "nfs-data") -> str:
+    disks = conn.system_service().disks_service()
+    disk = disks.add(
+        types.Disk(
+            name=name,
+            format=types.DiskFormat.COW,
+            provisioned_size=16 << 20,
+            storage_domains=[types.StorageDomain(name=domain)],
+        )
+    )
+    wait_for(lambda: disks.disk_service(disk.id).get().status == types.DiskStatus.OK)
+    return str(disk.id)
+
+
+def _attach(service: Any, disk_id: str, snapshot_id: str | None = None, **kw: Any) -> Any:
+    disk = types.Disk(id=disk_id, snapshot=types.Snapshot(id=snapshot_id) if snapshot_id else None)
+    return service.add(
+        types.DiskAttachment(disk=disk, interface=types.DiskInterface.VIRTIO_SCSI, **kw)
+    )
+
+
+def _refused(code: int, match: str, call: Callable[[], Any]) -> None:
+    with pytest.raises(sdk.Error, match=match) as refused:
+        call()
+    assert refused.value.code == code
+
+
+# AttachDiskToVmCommand.validate and BackendDiskAttachmentsResource.attachDiskToVm
+def test_attach_as_the_engine(
+    conn: sdk.Connection, engine: EngineServer, dataplane: FakeDataPlane
+) -> None:
+    proxy = vm_named(conn, "drover-proxy-cluster1-b")
+    attachments = (
+        conn.system_service().vms_service().vm_service(proxy.id).disk_attachments_service()
+    )
+    disk_id = _new_disk(conn, "restored-through-proxy")
+    device = ("drover-proxy-cluster1-b", f"scsi-0QEMU_QEMU_HARDDISK_{disk_id}")
+    # `active` unset: attached, not plugged
+    assert _attach(attachments, disk_id, bootable=False).active is False
+    assert device not in dataplane.devices
+    _refused(409, "already attached to VM", lambda: _attach(attachments, disk_id, active=True))
+    attachments.attachment_service(disk_id).update(types.DiskAttachment(active=True))
+    assert device in dataplane.writable_devices  # a disk attached read-write: written back
+    attachments.attachment_service(disk_id).remove()
+    assert device not in dataplane.devices
+    _refused(
+        409,
+        "already marked as boot",
+        lambda: _attach(attachments, disk_id, bootable=True, active=True),
+    )
+    _refused(400, "does not exist", lambda: _attach(attachments, "no-such-disk", active=True))
+    # a domain of another data center: not in the VM's storage pool
+    inv = engine.inventory
+    with inv.lock:
+        other = DataCenter(stable_id("dc", "other"), "other")
+        inv.data_centers[other.id] = other
+        domain = inv.domain_by_name("nfs-data")
+        home, domain.dc_id = domain.dc_id, other.id
+    try:
+        _refused(
+            409,
+            "target Data Center does not contain",
+            lambda: _attach(attachments, disk_id, active=True),
+        )
+    finally:
+        with inv.lock:
+            domain.dc_id = home
+            del inv.data_centers[other.id]
+    conn.system_service().disks_service().disk_service(disk_id).remove()
+
+
+def test_snapshots_and_disks_held_by_a_proxy_as_the_engine(
+    conn: sdk.Connection, dataplane: FakeDataPlane
+) -> None:
+    vms = conn.system_service().vms_service()
+    vm = vm_named(conn, "app01")
+    snaps = vms.vm_service(vm.id).snapshots_service()
+    first = snaps.add(types.Snapshot(description="first", persist_memorystate=False))
+    wait_for(lambda: snaps.snapshot_service(first.id).get().snapshot_status.value == "ok")
+    second = snaps.add(types.Snapshot(description="second", persist_memorystate=False))
+    wait_for(lambda: snaps.snapshot_service(second.id).get().snapshot_status.value == "ok")
+    disk_id = snaps.snapshot_service(first.id).disks_service().list()[0].id
+    proxy = vm_named(conn, "drover-proxy-cluster1")
+    attachments = vms.vm_service(proxy.id).disk_attachments_service()
+    _refused(
+        409,
+        "only allowed for regular snapshots",
+        lambda: _attach(attachments, disk_id, _active_snapshot(snaps), active=True),
+    )
+    assert _attach(attachments, disk_id, first.id, active=True).read_only
+    assert ("drover-proxy-cluster1", f"scsi-0QEMU_QEMU_HARDDISK_{disk_id}") not in (
+        dataplane.writable_devices
+    )
+    # RemoveSnapshotCommand: any snapshot of the VM, while a disk snapshot of it is attached
+    _refused(
+        409,
+        "attached to other VMs",
+        lambda: snaps.snapshot_service(second.id).remove(),
+    )
+    # RemoveDiskCommand: refused while the disk is plugged into a VM that is not Down
+    disks = conn.system_service().disks_service()
+    held = _new_disk(conn, "held-by-a-proxy")
+    _attach(attachments, held, active=True)
+    _refused(409, "At least one of the VMs is not down", disks.disk_service(held).remove)
+    attachments.attachment_service(held).update(types.DiskAttachment(active=False))
+    disks.disk_service(held).remove()  # unplugged: removed, and detached with it
+    assert all(a.disk.id != held for a in attachments.list())
+    attachments.attachment_service(disk_id).remove()
+    snaps.snapshot_service(second.id).remove()
+    wait_for(lambda: all(x.id != second.id for x in snaps.list()))
+    snaps.snapshot_service(first.id).remove()
+    wait_for(lambda: len(snaps.list()) == 1)
+
+
+def _active_snapshot(snaps: Any) -> str:
+    return next(s.id for s in snaps.list() if s.snapshot_type == types.SnapshotType.ACTIVE)
 
 
 # image transfers

@@ -338,7 +338,7 @@ def test_search_case_sensitivity_and_pages(conn: sdk.Connection) -> None:
     assert vms.list(search="name=WEB01", case_sensitive=True) == []
     assert [v.name for v in vms.list(search="name=web01", case_sensitive=True)] == ["web01"]
     names = [v.name for v in vms.list()]
-    assert names == sorted(names) and len(names) == 6
+    assert names == sorted(names) and len(names) == 8
     assert [v.name for v in vms.list(search="name=* page 2", max=2)] == names[2:4]
     assert [v.name for v in vms.list(search="name=* page 3", max=4)] == []
     assert [v.name for v in vms.list(search="page 1")] == names

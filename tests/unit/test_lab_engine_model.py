@@ -56,7 +56,7 @@ def test_estate_layout(estate: tuple[Inventory, FakeDataPlane]) -> None:
     vms = {vm.name: vm for vm in inv.vms.values()}
     assert {"web01", "db01", "app01", "file01", "web02"} <= set(vms)
     proxies = [vm for vm in vms.values() if vm.is_proxy]
-    assert sorted(vm.virtio_scsi for vm in proxies) == [False, True]
+    assert sorted(vm.virtio_scsi for vm in proxies) == [False, True, True, True]
     assert all(inv.tags[t].name == PROXY_TAG for vm in proxies for t in vm.tag_ids)
     assert {vm.guest_agent for vm in vms.values()} == {True, False}
     assert all(vm.status == VmState.UP for vm in vms.values())

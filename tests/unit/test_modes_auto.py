@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from shared import modes
 from shared.engine.models import EngineVersion
 from shared.errors import ConfigError
 from shared.modes import AVAILABLE_MODES, MODES, PLANNED_MODES, mode_for
@@ -44,8 +45,15 @@ def test_an_explicit_ssh_mode_does_not_depend_on_the_facts() -> None:
     assert choice == ModeChoice("ssh", "mode ssh set by the policy")
 
 
-@pytest.mark.parametrize("mode", ["disk_attachment"])
-def test_an_explicit_planned_mode_is_not_available(mode: str) -> None:
+@pytest.fixture
+def planned(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every mode of the seed exists: a documented mode that does not yet is made up here."""
+    monkeypatch.setattr(modes, "PLANNED_MODES", ("future_mode",))
+    return "future_mode"
+
+
+def test_an_explicit_planned_mode_is_not_available(planned: str) -> None:
+    mode = planned
     with pytest.raises(ConfigError, match=f"mode {mode} is not available") as raised:
         choose_mode(mode, facts())
 
@@ -84,15 +92,27 @@ def test_auto_on_a_45_engine_chooses_image_transfer_and_says_why() -> None:
     )
 
 
-def test_auto_says_a_proxy_worker_cannot_be_used_yet() -> None:
+def test_auto_keeps_image_transfer_where_a_proxy_worker_serves_the_cluster() -> None:
+    """disk_attachment makes full backups only: auto keeps the mode that makes incrementals,
+    and says it saw the proxy."""
     choice = choose_mode("auto", facts(proxy_worker=True))
 
-    assert choice.mode == "image_transfer"
-    assert "engine 4.5 has the backup API" in choice.reason
-    assert "a proxy worker serves the cluster, but disk_attachment is not available" in (
-        choice.reason
+    assert (choice.mode, choice.snapshot_chain) == ("image_transfer", False)
+    assert choice.reason == (
+        "auto chose image_transfer: engine 4.5 has the backup API; storage: nfs; "
+        "a proxy worker serves the cluster; disk_attachment (full only) is not chosen by auto"
     )
-    assert "no proxy worker" not in choice.reason
+    assert "not available" not in choice.reason
+
+
+def test_an_explicit_disk_attachment_is_kept_once_it_has_landed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if "disk_attachment" not in MODES:
+        monkeypatch.setitem(MODES, "disk_attachment", MODES["ssh"])  # any mode will do here
+    choice = choose_mode("disk_attachment", facts(EngineVersion(4, 3), proxy_worker=False))
+
+    assert choice == ModeChoice("disk_attachment", "mode disk_attachment set by the policy")
 
 
 def test_auto_leaves_out_raw_disks_and_storage_when_there_are_none() -> None:
@@ -151,8 +171,8 @@ def test_mode_for_returns_the_modes_implementation() -> None:
     assert mode.incremental is True
 
 
-@pytest.mark.parametrize("mode", PLANNED_MODES)
-def test_mode_for_refuses_a_planned_mode(mode: str) -> None:
+def test_mode_for_refuses_a_planned_mode(planned: str) -> None:
+    mode = planned
     with pytest.raises(ConfigError, match="not available in this version") as raised:
         mode_for(mode)
 

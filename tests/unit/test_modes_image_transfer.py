@@ -365,7 +365,15 @@ def test_an_interrupted_block_is_cancelled_too(engine: FakeEngine, log: Recordin
 
 
 def _place(engine: Any) -> DiskPlace:
-    return DiskPlace(as_engine(engine), "new-disk", 1 << 20, "raw", "m", cast(StateStore, None))
+    return DiskPlace(
+        as_engine(engine),
+        "new-disk",
+        1 << 20,
+        "raw",
+        "m",
+        cast(StateStore, None),
+        FakeJournal(Events()),
+    )
 
 
 def _leftovers(engine: Any, recorded: dict[str, str]) -> Leftovers:

@@ -13,7 +13,7 @@ from orchestrator.cli import cli
 from orchestrator.client import ApiClient
 from shared.sealed import opened_fields
 from shared.settings import get_settings
-from shared.state import JobStatus
+from shared.state import DiskProgress, JobStatus
 from tests.unit.orchestrator_fakes import (
     PASSWORD,
     SECRET_KEY,
@@ -100,6 +100,27 @@ def test_apply_run_and_jobs(world: World, tmp_path: Path) -> None:
     assert one.exit_code == 0 and "web1" in one.stdout and "queued" in one.stdout
     listed = drover("policy", "list")
     assert "nightly" in listed.stdout
+
+
+def test_one_job_shows_the_worker_of_each_disk(world: World, tmp_path: Path) -> None:
+    world.service.add_manager(manager_body())
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY_YAML)
+    assert drover("policy", "apply", "-f", str(policy)).exit_code == 0
+    job_id = json.loads(drover("policy", "run", "nightly", "--json").stdout)["jobs"][0]["job_id"]
+    world.state.job_states[job_id].disks = [
+        DiskProgress("d0", "web1_os", 1 << 20, 4, worker="proxy-drover-proxy-cluster1@node1"),
+        DiskProgress("d1", "data", 1 << 20, 4),  # its transfer has not started
+    ]
+    shown = drover("jobs", job_id)
+    assert shown.exit_code == 0, shown.output
+    disks = [line for line in shown.stdout.splitlines() if line.startswith("  disk ")]
+    assert disks[0].startswith("  disk web1_os") and disks[0].endswith(
+        "  worker proxy-drover-proxy-cluster1@node1"
+    )
+    assert disks[1].startswith("  disk data") and "worker" not in disks[1]
+    as_json = json.loads(drover("jobs", job_id, "--json").stdout)
+    assert [d["worker"] for d in as_json["disks"]] == ["proxy-drover-proxy-cluster1@node1", ""]
 
 
 def test_run_wait_exits_non_zero_when_a_job_fails(world: World) -> None:

@@ -40,6 +40,7 @@ from tests.unit.orchestrator_fakes import (
     quiet_logs,  # noqa: F401  (an autouse fixture)
 )
 from tests.unit.recording_log import RecordingLog
+from tests.unit.test_orchestrator_managers import with_proxies
 
 SSH_PASSWORD = "hypervisor-s3cret-pw"
 
@@ -73,7 +74,7 @@ def assert_no_secret(text: str) -> None:
 
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch) -> World:
-    world = make_world()
+    world = with_proxies(make_world())  # its engine has clusters: `sync` shows their proxies
     world.service.add_manager(manager_body())
     return world
 
@@ -323,6 +324,8 @@ def test_manager_add_and_sync_report_the_hosts_without_ssh(
         "hosts": ["host1", "host2"],
         "hosts_without_ssh": ["host2"],
         "credentials_without_host": [],
+        "proxies": {"cluster1": [], "cluster2": []},
+        "clusters_without_live_proxy": ["cluster1", "cluster2"],
     }
     world.engine.host_list = [host("host2"), host("host3")]
     synced = client.post("/managers/lab/sync").json()
@@ -462,11 +465,17 @@ def test_manager_add_and_sync_print_the_hosts_without_ssh(cli_world: World, key_
     assert drover(*ADD, "--key-file", str(key_file)).exit_code == 0
     synced = drover("manager", "sync", "lab")
     assert synced.exit_code == 0, synced.output
-    assert synced.output.splitlines() == [
+    assert synced.stdout.splitlines() == [
         "manager lab: oVirt Engine 4.5.5",
         "hosts: host1, host2",
         "hosts without SSH credentials: host2 (mode ssh needs them: "
         "`drover host add lab HOST --address ... --host-key ... --key-file ...`)",
+        "cluster cluster1: proxies: no proxy VM has registered",
+        "cluster cluster2: proxies: no proxy VM has registered",
+    ]
+    assert [line.split(" (")[0] for line in synced.stderr.splitlines()] == [
+        "warning: no live proxy worker serves cluster cluster1",
+        "warning: no live proxy worker serves cluster cluster2",
     ]
     cli_world.engine.host_list = []
     synced = drover("manager", "sync", "lab", "--json")

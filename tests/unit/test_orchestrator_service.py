@@ -4,9 +4,14 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator import support
+from orchestrator.service import Conflict
 from shared.engine.models import EngineVersion
 from shared.errors import ConfigError
-from shared.state import JobState, JobStatus
+from shared.jobs import RestoreRequest
+from shared.modes import MODES
+from shared.proxy.node import proxy_queue
+from shared.state import DiskProgress, JobState, JobStatus
 from tests.unit.orchestrator_fakes import (
     TestClient,
     World,
@@ -181,8 +186,8 @@ def test_a_restore_writes_in_the_backups_mode_unless_told_otherwise(world: World
     world.service.restore({"backup_id": "b1"})
     world.service.restore({"backup_id": "b1", "mode": "ssh"})
     assert [r.mode for r in world.submit.restores] == [BACKUP.get("mode", "image_transfer"), "ssh"]
-    with pytest.raises(ConfigError, match="mode disk_attachment is not available"):
-        world.service.restore({"backup_id": "b1", "mode": "disk_attachment"})
+    with pytest.raises(ConfigError, match="unknown mode 'nbd'"):
+        world.service.restore({"backup_id": "b1", "mode": "nbd"})
 
 
 def test_restore_needs_a_manager_when_there_are_several(world: World) -> None:
@@ -210,8 +215,9 @@ def test_auto_chooses_per_vm_and_records_why(world: World) -> None:
     assert web.mode_reason.startswith("auto chose image_transfer: engine 4.5 has the backup API")
     assert "storage: nfs" in web.mode_reason
     assert "no proxy worker serves the cluster" in web.mode_reason
-    assert "a proxy worker serves the cluster, but disk_attachment is not available" in (
-        db.mode_reason
+    assert (
+        "a proxy worker serves the cluster; disk_attachment (full only) is not chosen by auto"
+        in db.mode_reason
     )
     assert {r.mode for r, _, _ in world.submit.backups} == {"image_transfer"}
 
@@ -295,3 +301,178 @@ def test_a_snapshot_is_kept_when_another_policy_of_the_vm_is_incremental(world: 
 def test_the_incremental_policy_itself_keeps_its_snapshots(world: World) -> None:
     world.service.run_policy("nightly")  # incremental by default
     assert {r.keep_snapshot for r, _, _ in world.submit.backups} == {True}
+
+
+# disk_attachment: only where a live proxy worker serves the cluster ------------------------
+
+
+class ProxyModeStub:
+    """What the orchestrator asks of mode disk_attachment, for a tree where it has not landed."""
+
+    name = "disk_attachment"
+    incremental = False
+    anchor_name = ""
+
+    def queue(self, cluster: str) -> str:
+        return proxy_queue(cluster)
+
+
+@pytest.fixture
+def disk_attachment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mode disk_attachment available, its queue its cluster's proxy queue."""
+    if "disk_attachment" not in MODES:
+        monkeypatch.setitem(MODES, "disk_attachment", ProxyModeStub())  # type: ignore[arg-type]
+    usable = tuple(dict.fromkeys((*support.AVAILABLE_MODES, "disk_attachment")))
+    monkeypatch.setattr(support, "AVAILABLE_MODES", usable)
+
+
+NO_PROXY_CLUSTER2 = (
+    "no live proxy worker serves cluster cluster2 (queue proxy.cluster2): "
+    "start `drover worker --proxy` in a proxy VM of that cluster"
+)
+
+
+@pytest.mark.usefixtures("disk_attachment")
+def test_disk_attachment_refuses_a_vm_whose_cluster_no_live_proxy_serves(world: World) -> None:
+    reads: list[int] = []
+
+    def live_queues() -> set[str]:
+        reads.append(1)
+        return {"drover.default", "transfer.image", "proxy.cluster1"}
+
+    world.service.live_queues = live_queues
+    world.service.put_policy(policy_body(mode="disk_attachment", backup={"type": "full"}))
+    run = world.service.run_policy("nightly")
+    assert [job["vm"] for job in run["jobs"]] == ["web1"]
+    assert run["refused"] == [{"vm": "db01", "vm_id": "vm-b", "reason": NO_PROXY_CLUSTER2}]
+    [(request, _, queue)] = world.submit.backups
+    assert (request.vm_name, request.mode, queue) == ("web1", "disk_attachment", "proxy.cluster1")
+    assert {j.vm_id for j in world.state.job_states.values()} == {"vm-a"}  # none for db01
+    assert "vm-b" not in world.state.locks
+    assert len(reads) == 1  # once per run, not per VM
+    assert world.engine.domain_reads == 0 and world.engine.version_reads == 0
+
+
+@pytest.mark.usefixtures("disk_attachment")
+def test_disk_attachment_without_any_proxy_worker_queues_nothing(
+    world: World, client: TestClient
+) -> None:
+    world.service.put_policy(policy_body(mode="disk_attachment", backup={"type": "full"}))
+    response = client.post("/policies/nightly/run")
+    assert response.status_code == 202, response.text
+    run = response.json()
+    assert run["jobs"] == [] and [r["vm"] for r in run["refused"]] == ["web1", "db01"]
+    assert (
+        "no live proxy worker serves cluster cluster1 (queue proxy.cluster1)"
+        in (run["refused"][0]["reason"])
+    )
+    assert world.submit.backups == [] and world.state.job_states == {} and world.state.locks == {}
+
+
+def placed(cluster: str, mode: str = "disk_attachment") -> dict[str, object]:
+    """A backup summary that records its VM's cluster, as backups do."""
+    return BACKUP | {"mode": mode, "stats": {"placement": {"cluster": cluster, "disks": {}}}}
+
+
+def record_restore_queues(world: World) -> list[tuple[RestoreRequest, str]]:
+    queued: list[tuple[RestoreRequest, str]] = []
+    world.service.submit_restore = lambda request, queue: queued.append((request, queue))
+    return queued
+
+
+@pytest.mark.usefixtures("disk_attachment")
+def test_a_disk_attachment_restore_needs_a_live_proxy_of_its_target_cluster(
+    world: World, client: TestClient
+) -> None:
+    world.repository.summaries = [placed("cluster2")]
+    queued = record_restore_queues(world)
+    world.service.live_queues = lambda: {"drover.default", "proxy.cluster1"}
+    with pytest.raises(Conflict) as refused:
+        world.service.restore({"backup_id": "b1"})  # into the backup's cluster, cluster2
+    assert str(refused.value) == NO_PROXY_CLUSTER2
+    response = client.post("/restores", json={"backup_id": "b1"})
+    assert response.status_code == 409 and response.json()["detail"] == NO_PROXY_CLUSTER2
+    assert world.state.job_states == {} and queued == []  # refused before the job exists
+
+    accepted = world.service.restore({"backup_id": "b1", "cluster": "cluster1"})
+    [(request, queue)] = queued
+    assert (request.job_id, request.mode, request.cluster) == (
+        accepted["job_id"],
+        "disk_attachment",
+        "cluster1",
+    )
+    assert queue == "proxy.cluster1"
+    world.service.live_queues = lambda: {"proxy.cluster2"}
+    world.service.restore({"backup_id": "b1"})
+    assert queued[-1][1] == "proxy.cluster2" and queued[-1][0].cluster == ""
+
+
+@pytest.mark.usefixtures("disk_attachment")
+def test_a_restore_asked_in_disk_attachment_checks_the_cluster_it_writes_into(
+    world: World,
+) -> None:
+    world.repository.summaries = [placed("cluster1", mode="image_transfer")]
+    queued = record_restore_queues(world)
+    world.service.live_queues = lambda: {"transfer.image"}
+    with pytest.raises(Conflict, match="serves cluster cluster1 "):
+        world.service.restore({"backup_id": "b1", "mode": "disk_attachment"})
+    world.service.restore({"backup_id": "b1"})  # in its own mode: no proxy needed
+    assert [queue for _, queue in queued] == ["transfer.image"]
+
+
+@pytest.mark.usefixtures("disk_attachment")
+def test_a_disk_attachment_restore_of_a_backup_without_its_cluster_asks_for_one(
+    world: World,
+) -> None:
+    world.repository.summaries = [BACKUP]  # from before backups recorded their placement
+    world.service.live_queues = lambda: {"proxy.cluster1"}
+    with pytest.raises(ConfigError, match="does not record its VM's cluster") as refused:
+        world.service.restore({"backup_id": "b1", "mode": "disk_attachment"})
+    assert "--cluster" in refused.value.hint and world.state.job_states == {}
+    world.service.restore({"backup_id": "b1", "mode": "disk_attachment", "cluster": "cluster1"})
+    assert [r.cluster for r in world.submit.restores] == ["cluster1"]
+
+
+def test_other_restores_do_not_ask_for_the_live_queues(world: World) -> None:
+    def live_queues() -> set[str]:
+        raise AssertionError("a restore in image_transfer asked for the live queues")
+
+    world.repository.summaries = [placed("cluster2", mode="image_transfer")]
+    world.service.live_queues = live_queues
+    world.service.restore({"backup_id": "b1"})
+    world.service.restore({"backup_id": "b1", "mode": "ssh"})
+    assert len(world.submit.restores) == 2
+
+
+# the job view: per disk, the worker that ran its transfer -------------------------------
+
+
+def test_a_jobs_view_names_the_worker_of_each_disk(world: World, client: TestClient) -> None:
+    job_id = world.service.run_policy("nightly")["jobs"][0]["job_id"]
+    job = world.state.job_states[job_id]
+    job.disks = [
+        DiskProgress("d0", "web1_os", size=1024, worker="proxy-drover-proxy-cluster1@node1"),
+        DiskProgress("d1", "data", size=1024),  # not started yet
+    ]
+    view = client.get(f"/jobs/{job_id}").json()
+    assert [d["worker"] for d in view["disks"]] == ["proxy-drover-proxy-cluster1@node1", ""]
+    assert view["workers"] == ["proxy-drover-proxy-cluster1@node1"]
+
+
+@pytest.mark.usefixtures("disk_attachment")
+def test_a_broker_that_does_not_answer_is_named_not_a_crash(
+    world: World, client: TestClient
+) -> None:
+    def live_queues() -> set[str]:
+        raise ConnectionError("Error 111 connecting to broker:6379")
+
+    world.service.live_queues = live_queues
+    world.service.put_policy(policy_body(mode="disk_attachment", backup={"type": "full"}))
+    response = client.post("/policies/nightly/run")
+    assert response.status_code == 502
+    assert response.json()["detail"].startswith(
+        "could not ask the workers which queues they serve: Error 111"
+    )
+    world.repository.summaries = [placed("cluster1")]
+    assert client.post("/restores", json={"backup_id": "b1"}).status_code == 502
+    assert world.state.job_states == {} and world.submit.backups == []

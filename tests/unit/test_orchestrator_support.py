@@ -67,6 +67,14 @@ EVERYTHING = {
 
 
 @pytest.fixture
+def planned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """disk_attachment as a planned mode, as these refusals were written for: they test the
+    mechanism, whichever modes this tree has landed."""
+    monkeypatch.setattr(support, "AVAILABLE_MODES", ("image_transfer", "ssh"))
+    monkeypatch.setattr(support, "PLANNED_MODES", ("disk_attachment",))
+
+
+@pytest.fixture
 def world() -> World:
     world = make_world()
     world.service.add_manager(manager_body())
@@ -79,6 +87,7 @@ def stored_by_an_older_version(world: World, **changes: Any) -> None:
     world.state.put_document(POLICY, "nightly", policy_body(**changes))
 
 
+@pytest.mark.usefixtures("planned")
 @pytest.mark.parametrize(("changes", "message", "hint"), REFUSED.values(), ids=list(REFUSED))
 def test_apply_refuses(world: World, changes: dict[str, Any], message: str, hint: str) -> None:
     with pytest.raises(ConfigError) as refused:
@@ -88,6 +97,7 @@ def test_apply_refuses(world: World, changes: dict[str, Any], message: str, hint
     assert world.service.policies() == []
 
 
+@pytest.mark.usefixtures("planned")
 @pytest.mark.parametrize(("changes", "message", "hint"), REFUSED.values(), ids=list(REFUSED))
 def test_run_refuses_a_stored_policy(
     world: World, changes: dict[str, Any], message: str, hint: str
@@ -101,6 +111,7 @@ def test_run_refuses_a_stored_policy(
     assert world.service.policy("nightly")["name"] == "nightly"  # it still loads
 
 
+@pytest.mark.usefixtures("planned")
 def test_every_problem_in_one_message(world: World) -> None:
     with pytest.raises(ConfigError) as refused:
         world.service.put_policy(policy_body(**EVERYTHING))
@@ -162,6 +173,15 @@ def test_a_mode_that_lands_is_no_longer_refused(
         world.service.put_policy(policy_body(mode="disk_attachment", backup={"type": "full"}))
 
 
+def test_disk_attachment_is_accepted_once_it_has_landed(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(support, "AVAILABLE_MODES", ("image_transfer", "ssh", "disk_attachment"))
+    body = policy_body(mode="disk_attachment", backup={"type": "full"})
+    assert world.service.put_policy(body)["policy"]["mode"] == "disk_attachment"
+
+
+@pytest.mark.usefixtures("planned")
 def test_the_api_answers_400_with_one_line(world: World) -> None:
     client: TestClient = api_client(world)
     for response in (
@@ -192,6 +212,7 @@ def cli_world(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     get_settings.cache_clear()
 
 
+@pytest.mark.usefixtures("planned")
 def test_policy_apply_prints_the_refusal(cli_world: World, tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(

@@ -28,6 +28,7 @@ def start(self: Task, job_id: str) -> None:
 def transfer_disk(self: Task, job_id: str, disk_id: str) -> dict[str, Any]:
     bind_ids(disk_id=disk_id)
     with job_step(self, job_id, "transfer") as step:
+        step.store.record_disk_worker(job_id, disk_id, str(self.request.hostname or ""))
         return pipeline.transfer(step, disk_id)
 
 
