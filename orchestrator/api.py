@@ -132,12 +132,11 @@ def _health_router(service: Service) -> APIRouter:
     router = APIRouter()
 
     @router.get("/health", tags=["health"])
-    def health() -> dict[str, str]:
-        try:
-            service.state.redis.ping()
-        except Exception:
-            return {"status": "degraded", "redis": "unreachable"}
-        return {"status": "ok", "redis": "ok"}
+    def health() -> dict[str, Any]:
+        """Redis, the queues live workers consume and how many workers announce themselves;
+        `degraded` when Redis does not answer or no live worker consumes drover.default;
+        `unserved`: the central queues without a live consumer, `problems` what to start."""
+        return service.health()
 
     return router
 
@@ -244,6 +243,13 @@ def _job_routes(router: APIRouter, service: Service) -> None:
     @router.get("/jobs/{job_id}", tags=["jobs"])
     def get_job(job_id: str) -> dict[str, Any]:
         return service.job(job_id)
+
+    @router.post("/jobs/{job_id}/cancel", tags=["jobs"])
+    def cancel_job(job_id: str) -> dict[str, Any]:
+        """Stop a job that has not finished: its tasks are revoked (the running one
+        terminated), what it made on the engine is cleaned up through its mode, and it fails
+        "cancelled by the operator"; 409 for a job that has finished."""
+        return service.cancel_job(job_id)
 
     @router.get("/backups", tags=["backups"])
     def list_backups(repository: RepositoryQuery = "") -> list[dict[str, Any]]:

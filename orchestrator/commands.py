@@ -24,6 +24,7 @@ from shared.settings import get_settings
 from shared.units import format_size
 
 POLL_S = 1.0
+QUEUED_WARNING_S = 10.0  # `--wait` says a job no worker has picked up after this long
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 
 
@@ -65,6 +66,31 @@ def flower_command(host: str, port: int, insecure_local: bool) -> None:
     from orchestrator.flower import run_flower
 
     run_flower(get_settings(), host, port, insecure_local)
+
+
+@click.command("beat")
+@click.option(
+    "--max-interval",
+    type=click.FloatRange(min=1),
+    default=10.0,
+    show_default=True,
+    help="Seconds between the scheduler's looks at Redis; a standby takes over a dead leader "
+    "after 5 of them.",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=1),
+    default=3600.0,
+    show_default=True,
+    help="A missed slot at most this many seconds old runs (once); older ones are skipped.",
+)
+def beat_command(max_interval: float, grace: float) -> None:
+    """Run the scheduler (also `drover scheduler`): policies' schedules and the reaper.
+
+    Run one or more anywhere that reaches Redis: one leads, the others stand by."""
+    from workers.beat import run_beat
+
+    run_beat(get_settings(), max_interval, grace)
 
 
 # managers ------------------------------------------------------------------------------
@@ -260,8 +286,19 @@ def policy_list(as_json: bool) -> None:
     if as_json:
         return emit(policies)
     for p in policies:
-        cron = (p.get("schedule") or {}).get("cron", "-")
-        click.echo(f"{p['name']:<24} {p['manager']:<16} {p['mode']:<16} {cron}")
+        click.echo(f"{p['name']:<24} {p['manager']:<16} {p['mode']:<16} {schedule_text(p)}")
+
+
+def schedule_text(policy: dict[str, Any]) -> str:
+    """The policy's cron and zone, and its next run in that zone and in UTC; '-': none."""
+    schedule, upcoming = policy.get("schedule"), policy.get("next_run")
+    if not schedule:
+        return "-"
+    text = f"{schedule['cron']} ({schedule.get('timezone', 'UTC')})"
+    if not upcoming or not upcoming.get("utc"):
+        return f"{text}  next: never"
+    utc = upcoming["utc"].replace("T", " ").replace(":00Z", " UTC")
+    return f"{text}  next: {upcoming['local_text']} = {utc}"
 
 
 @policy_group.command("show")
@@ -311,21 +348,75 @@ def _print_run(run: dict[str, Any]) -> None:
 # jobs, backups, restores ---------------------------------------------------------------
 
 
-@click.command("jobs")
-@click.argument("job_id", required=False)
+class _JobsGroup(click.Group):
+    """`drover jobs` lists, `drover jobs ID` shows one (as `drover jobs show ID`), and
+    `drover jobs cancel ID` stops one."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rest = list(args)
+        for index, token in enumerate(rest):
+            if token.startswith("-") or (index and rest[index - 1] == "--limit"):
+                continue
+            if token not in self.commands:
+                rest.insert(index, "show")
+            break
+        return super().parse_args(ctx, rest)
+
+
+@click.group("jobs", cls=_JobsGroup, invoke_without_command=True)
 @click.option("--limit", type=int, default=50, show_default=True)
 @json_option
-def jobs_command(job_id: str | None, limit: int, as_json: bool) -> None:
-    """List jobs (latest first), or show one job with its per-disk progress."""
-    client = make_client()
-    if job_id:
-        job = client.get(f"/jobs/{job_id}")
-        return emit(job) if as_json else _print_job(job)
-    jobs = client.get("/jobs", limit=limit)
+@click.pass_context
+def jobs_command(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """List jobs (latest first); `drover jobs ID` shows one with its per-disk progress."""
+    if ctx.invoked_subcommand is not None:
+        return
+    jobs = make_client().get("/jobs", limit=limit)
     if as_json:
         return emit(jobs)
     for job in jobs:
         click.echo(job_line(job))
+
+
+def _json_here_or_above(ctx: click.Context, as_json: bool) -> bool:
+    return as_json or bool(ctx.parent and ctx.parent.params.get("as_json"))
+
+
+@jobs_command.command("show")
+@click.argument("job_id")
+@json_option
+@click.pass_context
+def jobs_show(ctx: click.Context, job_id: str, as_json: bool) -> None:
+    """Show one job with its per-disk progress, warnings and error."""
+    job = make_client().get(f"/jobs/{job_id}")
+    return emit(job) if _json_here_or_above(ctx, as_json) else _print_job(job)
+
+
+@jobs_command.command("cancel")
+@click.argument("job_id")
+@json_option
+@click.pass_context
+def jobs_cancel(ctx: click.Context, job_id: str, as_json: bool) -> None:
+    """Stop a job that has not finished: its tasks are revoked (the running one terminated),
+    what it made on the engine (snapshot, transfer, backup, disk attachment) is cleaned up,
+    and it fails "cancelled by the operator"."""
+    result = make_client().post(f"/jobs/{job_id}/cancel")
+    if _json_here_or_above(ctx, as_json):
+        return emit(result)
+    if not result.get("cancelled", True):
+        click.echo(f"job {job_id} finished ({result['status']}) before it could be stopped")
+        return
+    click.echo(f"job {job_id} cancelled: {result['status']}: {result['error']}")
+    cleanup = result.get("cleanup") or {}
+    objects = ", ".join(
+        f"{name} {value}" for name, value in sorted(cleanup.get("objects", {}).items())
+    )
+    if cleanup.get("action") == "failed":
+        click.echo(f"warning: engine cleanup incomplete: {cleanup.get('why', '')}", err=True)
+    else:
+        click.echo(f"  engine: {'cleaned ' + objects if objects else 'nothing to clean'}")
+    for warning in result.get("warnings", []):
+        click.echo(f"  warning: {warning}")
 
 
 def _print_job(job: dict[str, Any]) -> None:
@@ -416,9 +507,9 @@ def restore_command(
     if not as_json:
         click.echo(f"restore of {backup_id} queued as job {result['job_id']}")
     if wait:
-        result["job"] = watch_jobs(client, [result["job_id"]], show=not as_json, timeout_s=timeout)[
-            0
-        ]
+        [result["job"]] = watch_jobs(
+            client, [result["job_id"]], show=not as_json, timeout_s=timeout
+        )
     if as_json:
         emit(result)
     if wait and result["job"]["status"] == "failed":
@@ -435,16 +526,30 @@ def watch_jobs(
     show: bool = True,
     timeout_s: float = 0,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    queued_warning_s: float = QUEUED_WARNING_S,
 ) -> list[dict[str, Any]]:
-    """Poll the jobs until all have finished; live lines on a terminal, changes otherwise."""
+    """Poll the jobs until all have finished; live lines on a terminal, changes otherwise.
+    Each job's error and warnings (a restore's result) are shown as it finishes, then one
+    "N succeeded, M failed" line; a job no worker has picked up after `queued_warning_s` is
+    named on stderr with the queues it waits on and what to start."""
     display = _Display(show and sys.stdout.isatty(), show)
-    deadline = time.monotonic() + timeout_s if timeout_s else None
+    started = clock()
+    deadline = started + timeout_s if timeout_s else None
+    warned: set[str] = set()
     while True:
         jobs = [client.get(f"/jobs/{job_id}") for job_id in job_ids]
         display.update(jobs)
         if all(job["finished"] for job in jobs):
+            display.summary(jobs)
             return jobs
-        if deadline is not None and time.monotonic() > deadline:
+        waited = clock() - started
+        if waited >= queued_warning_s:
+            for job in jobs:
+                if job["status"] == "queued" and job["id"] not in warned:
+                    warned.add(job["id"])
+                    display.note(not_picked_up(job, waited))
+        if deadline is not None and clock() > deadline:
             raise ConfigError(
                 f"jobs still running after {timeout_s:.0f} s",
                 hint="follow them with `drover jobs`; they keep running",
@@ -452,7 +557,61 @@ def watch_jobs(
         sleep(POLL_S)
 
 
+def not_picked_up(job: dict[str, Any], waited_s: float) -> str:
+    """A job still queued: which queues it waits on and what consumes them."""
+    queues = list(job.get("queues") or [])
+    proxies = [q for q in queues if q.startswith("proxy.")]
+    central = [q for q in queues if q not in proxies]
+    starts = [f"`drover worker --queues {','.join(central)}`"] if central else []
+    starts += [
+        f"`drover worker --proxy` in a proxy VM of cluster {q.removeprefix('proxy.')}"
+        for q in proxies
+    ]
+    waits = f" on queue{'s' if len(queues) > 1 else ''} {', '.join(queues)}" if queues else ""
+    start = " or ".join(starts) or "`drover worker`"
+    return (
+        f"warning: job {job['id'][:12]} ({job.get('vm_name') or job['mode']}) is still queued "
+        f"after {waited_s:.0f} s: no worker has picked it up{waits}; is a worker consuming "
+        f"{'them' if len(queues) > 1 else 'it'} running? Start {start} (GET /health lists "
+        "the live queues)"
+    )
+
+
+def finished_lines(job: dict[str, Any]) -> list[str]:
+    """What a finished job says below its line: warnings, error, a restore's result."""
+    lines = [f"  warning: {w}" for w in job.get("warnings", [])]
+    if job.get("error"):
+        lines.append(f"  error: {job['error']}")
+    result = job.get("result") or {}
+    if job.get("mode") == "restore" and result.get("vm_name"):
+        disks = result.get("disks", [])
+        verified = "verified" if disks and all(d.get("verified") for d in disks) else "NOT verified"
+        written = format_size(int(result.get("bytes_written", 0)))
+        lines.append(
+            f"  restored VM {result['vm_name']} ({result.get('vm_id', '')}): "
+            f"{len(disks)} disk(s), {written} written, {verified}"
+        )
+        for disk in disks:
+            state = "verified" if disk.get("verified") else "NOT verified"
+            lines.append(
+                f"    disk {disk.get('name') or disk['disk_id']}: "
+                f"{format_size(int(disk.get('bytes_written', 0)))} written, {state} "
+                f"(sha256 {str(disk.get('sha256', ''))[:16]}...)"
+            )
+    return lines
+
+
+def summary_line(jobs: list[dict[str, Any]]) -> str:
+    failed = sum(1 for job in jobs if job["status"] == "failed")
+    warned = sum(1 for job in jobs if job["status"] == "succeeded_with_warnings")
+    line = f"{len(jobs) - failed} succeeded, {failed} failed"
+    return line + (f" ({warned} with warnings)" if warned else "")
+
+
 class _Display:
+    """On a terminal: the unfinished jobs' lines redrawn in place, a finished job's line and
+    details printed above them for good; otherwise: a line per change of status."""
+
     def __init__(self, live: bool, show: bool) -> None:
         self.live, self.show = live, show
         self.lines = 0
@@ -460,21 +619,43 @@ class _Display:
 
     def update(self, jobs: list[dict[str, Any]]) -> None:
         if self.live:
-            self._redraw([job_line(job) for job in jobs])
+            self._clear()
+            self._finished(jobs)
+            running = [job_line(job) for job in jobs if not job["finished"]]
+            if running:
+                click.echo("\n".join(running))
+            self.lines = len(running)
         elif self.show:
             self._changes(jobs)
 
-    def _redraw(self, lines: list[str]) -> None:
-        if self.lines:
+    def note(self, text: str) -> None:
+        """A warning on stderr (kept above the live lines)."""
+        self._clear()
+        click.echo(text, err=True)
+
+    def summary(self, jobs: list[dict[str, Any]]) -> None:
+        if self.show:
+            click.echo(summary_line(jobs))
+
+    def _clear(self) -> None:
+        if self.live and self.lines:
             click.echo(f"\x1b[{self.lines}F\x1b[J", nl=False)
-        click.echo("\n".join(lines))
-        self.lines = len(lines)
+            self.lines = 0
+
+    def _finished(self, jobs: list[dict[str, Any]]) -> None:
+        for job in jobs:
+            if job["finished"] and self.seen.get(job["id"]) != job["status"]:
+                self.seen[job["id"]] = job["status"]
+                click.echo("\n".join([job_line(job), *finished_lines(job)]))
 
     def _changes(self, jobs: list[dict[str, Any]]) -> None:
         for job in jobs:
             if self.seen.get(job["id"]) != job["status"]:
                 self.seen[job["id"]] = job["status"]
                 click.echo(job_line(job))
+                if job["finished"]:
+                    for line in finished_lines(job):
+                        click.echo(line)
 
 
 def register(cli: click.Group) -> None:
@@ -493,5 +674,7 @@ def register(cli: click.Group) -> None:
         jobs_command,
         backups_command,
         restore_command,
+        beat_command,
     ):
         cli.add_command(command)
+    cli.add_command(beat_command, "scheduler")

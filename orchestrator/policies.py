@@ -6,7 +6,7 @@ full/incremental rhythm, quiescing, guest commands, excluded disks, priority), w
 refused so a typo never silently changes what is backed up.
 
 The model also describes features that have not landed yet (the disk_attachment mode, S3
-repositories, schedules, retention), so stored policies keep loading; `orchestrator.support`
+repositories, retention), so stored policies keep loading; `orchestrator.support`
 refuses those features when a policy is applied or run.
 
 `selects` tells, without the engine, whether a policy's selector selects a VM the engine
@@ -36,6 +36,7 @@ from pydantic import (
 from shared.engine.models import VmInfo
 from shared.errors import ConfigError
 from shared.jobs import BackupRequest, GuestCommand
+from shared.schedules.cron import Cron, zone
 
 if TYPE_CHECKING:  # the CLI parses policies without importing the transfer modes
     from shared.modes.auto import ModeChoice
@@ -46,9 +47,7 @@ PROXY_TAG = "drover-proxy"
 Mode = Literal["image_transfer", "ssh", "disk_attachment", "auto"]
 SNAPSHOT_CHAIN_MODES = ("image_transfer", "auto")  # the modes `snapshot_chain` applies to
 NETCAT_MODES = ("ssh",)  # the modes `netcat` applies to
-_CRON_FIELD = re.compile(r"^[0-9A-Za-z*?/,#LW-]+$")
 _REQUEST_PARTS = ("body", "query", "path")
-_CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 
 
 class _Strict(BaseModel):
@@ -81,19 +80,25 @@ class VmSelector(_Strict):
 
 
 class Schedule(_Strict):
+    """When the scheduler (`drover beat`) runs the policy: a cron expression read in an IANA
+    time zone (shared.schedules.cron says how DST changes are handled)."""
+
     cron: str
+    timezone: str = "UTC"
 
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str) -> str:
-        value = value.strip()
-        fields = value.split()
-        if value in _CRON_MACROS or (len(fields) == 5 and all(map(_CRON_FIELD.match, fields))):
-            return value
-        raise ValueError(
-            f"{value!r} is not a cron expression: give 5 fields "
-            "'minute hour day-of-month month day-of-week', e.g. '0 2 * * *'"
-        )
+        cron = Cron.parse(value)  # ValueError: says what is wrong
+        if cron.never_runs():
+            raise ValueError(f"{value!r} names no date that exists: it would never run")
+        return cron.expression
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        zone(value)
+        return value
 
 
 class BackupRhythm(_Strict):

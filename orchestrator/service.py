@@ -37,11 +37,14 @@ from shared.modes import mode_for
 from shared.modes.auto import VmFacts, choose_mode
 from shared.proxy import registry
 from shared.proxy.node import proxy_queue
+from shared.reaper import CANCELLED, ConnectEngine, Reaped, clean_job
 from shared.repository.manifest import check_id
+from shared.schedules.cron import next_run_view
 from shared.sealed import fleet_key, opened_fields, sealed_fields
 from shared.settings import EngineSettings, Settings
 from shared.ssh import credentials
-from shared.state import JobState, JobStatus, StateStore, new_job_id
+from shared.state import FailOutcome, JobState, JobStatus, StateStore, new_job_id
+from workers.canvas import CONTROL_QUEUE
 
 log = get_logger(__name__)
 POLICY = "policy"
@@ -52,7 +55,7 @@ MAX_QUOTED_CHARS = 64  # of an input value quoted in an error
 REPOSITORY_HINT = "give an absolute path or a file:// URL, e.g. /srv/backups, file:///srv/backups"
 VERSIONED_MODES = ("image_transfer", "auto")  # chosen with the engine's version in hand
 PROXY_MODES = ("disk_attachment",)  # served only by a proxy worker of the VM's cluster
-LIVE_QUEUE_MODES = ("auto", *PROXY_MODES)  # chosen or checked with the live queues in hand
+CENTRAL_QUEUES = (CONTROL_QUEUE, "transfer.image", "transfer.ssh")  # what /health reports on
 
 
 class NotFound(DroverError):
@@ -93,6 +96,8 @@ EngineConnect = Callable[[EngineSettings], EngineLike]
 SubmitRestore = Callable[[RestoreRequest, str], Any]  # (request, queue)
 OpenRepository = Callable[[str], RepositoryLike]
 LiveQueues = Callable[[], set[str]]  # the queues a live worker consumes now
+Revoke = Callable[[list[str]], object]  # revoke Celery tasks, terminating those running
+CleanJob = Callable[[JobState, str], Reaped]  # (job, why): its engine objects closed
 
 
 class RestoreIn(BaseModel):
@@ -116,6 +121,10 @@ class Service:
     submit_restore: SubmitRestore
     open_repository: OpenRepository
     live_queues: LiveQueues
+    revoke: Revoke = lambda _task_ids: None  # without Celery: nothing to revoke
+    clean_job: CleanJob | None = None  # None: the reaper's cleanup through `connect`
+    # (policy, its schedule or None): keeps the scheduler's entry in step (workers.beat)
+    sync_schedule: Callable[[str, dict[str, Any] | None], None] = lambda _name, _schedule: None
 
     # managers --------------------------------------------------------------------------
     def add_manager(self, data: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
@@ -300,6 +309,7 @@ class Service:
                 hint="replace it with PUT /policies/NAME or `drover policy apply`",
             )
         self.state.put_document(POLICY, policy.name, policy.model_dump(mode="json"))
+        self.sync_schedule(policy.name, policy.schedule.model_dump() if policy.schedule else None)
         log.info("policy stored", policy=policy.name)
         return {"policy": policy.model_dump(mode="json"), "warnings": self._policy_warnings(policy)}
 
@@ -318,7 +328,8 @@ class Service:
         return []
 
     def policies(self) -> list[dict[str, Any]]:
-        return [p.model_dump(mode="json") for p in self._policies()]
+        """The stored policies, each with its `next_run` (read-only; null: unscheduled)."""
+        return [p.model_dump(mode="json") | {"next_run": next_run(p)} for p in self._policies()]
 
     def _policies(self) -> list[Policy]:
         return [Policy.model_validate(d) for d in self.state.documents(POLICY)]
@@ -338,6 +349,7 @@ class Service:
     def remove_policy(self, name: str) -> None:
         if not self.state.remove_document(POLICY, name):
             raise NotFound(f"policy {name!r} does not exist")
+        self.sync_schedule(name, None)
 
     # running a policy ------------------------------------------------------------------
     def run_policy(self, name: str) -> dict[str, Any]:
@@ -376,12 +388,12 @@ class Service:
     def _facts_source(self, policy: Policy, engine: EngineLike) -> _Facts:
         """What the mode is chosen from, read once per run: the engine's version for image
         transfer and auto (an engine before 4.4 needs snapshot chains), the storage domains
-        for auto only, the live queues for auto and for the modes a proxy worker serves
-        (whose VMs are refused when no live worker serves their cluster)."""
+        for auto only, and the live queues (auto chooses by them; a VM whose job's queues no
+        live worker consumes is refused, see `_start_backup`)."""
         version = EngineVersion(0, 0)  # not read: the mode does not depend on it
         if policy.mode in VERSIONED_MODES:
             version = engine.version()
-        live = self._live_queues() if policy.mode in LIVE_QUEUE_MODES else set()
+        live = self._live_queues()
         if policy.mode != "auto":
             return _Facts(version, {}, live)
         domains = {sd.id: sd.type for sd in engine.storage_domains()}
@@ -399,12 +411,16 @@ class Service:
             choice = choose_mode(policy.mode, facts.of(vm), snapshot_chain=policy.snapshot_chain)
         except ConfigError as error:
             return _refusal(vm, str(error))
-        if choice.mode in PROXY_MODES and not facts.serves(vm.cluster_name):
-            return _refusal(vm, registry.no_live_proxy(vm.cluster_name))
+        queues = job_queues(choice.mode, vm.cluster_name, backup=True)
+        unserved = no_consumer(queues, facts.live_queues, vm.cluster_name)
+        if unserved:  # refused before a job, a lock or anything on the engine exists
+            return _refusal(vm, unserved)
         request = backup_request(policy, vm, new_job_id(), repository, choice, stored)
-        queue = mode_for(choice.mode).queue(vm.cluster_name)
-        outcome = queue_backup(self.state, self.submit_backup, request, vm, queue, choice.reason)
+        outcome = queue_backup(
+            self.state, self.submit_backup, request, vm, queues[-1], choice.reason
+        )
         if isinstance(outcome, Queued):
+            self.state.save_queues(outcome.job_id, queues)
             return {"job_id": outcome.job_id, "vm": vm.name, "vm_id": vm.id, "disks": outcome.disks}
         return _refusal(vm, outcome.reason)
 
@@ -413,13 +429,103 @@ class Service:
         return [job_view(job) for job in self.state.jobs(limit)]
 
     def job(self, job_id: str) -> dict[str, Any]:
-        job = self.state.job(check_job_id(job_id))
-        if job is None:
-            raise NotFound(f"job {job_id!r} does not exist", hint="list jobs with `drover jobs`")
+        job = self._job(job_id)
         view = job_view(job)
+        view["queues"] = self.state.queues(job_id)  # whose workers the job needs
         if job.mode == "restore" and job.status.finished:
             view["result"] = self.state.context(job_id)  # the restored VM and its checksums
         return view
+
+    def _job(self, job_id: str) -> JobState:
+        job = self.state.job(check_job_id(job_id))
+        if job is None:
+            raise NotFound(f"job {job_id!r} does not exist", hint="list jobs with `drover jobs`")
+        return job
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """Stop a job that has not finished: mark it cancelling, re-fence its VM lock (a
+        step of it fails its next fence check, so touches nothing more on the engine),
+        revoke its Celery tasks (terminating the one running), close what it made on the
+        engine through its mode's cleanup (the reaper's), then fail it "cancelled by the
+        operator" and release the VM."""
+        job = self._job(job_id)
+        if job.status.finished or not self.state.request_cancel(job_id):
+            job = self._job(job_id)
+            raise Conflict(
+                f"job {job_id} has already finished ({job.status}): there is nothing to cancel",
+                hint=f"see it with `drover jobs {job_id}`",
+            )
+        backup = job.mode != "restore"
+        if backup:
+            self.state.refence_vm(job.vm_id, job_id)
+        revoked = self._revoke(job)
+        cleanup = self._clean(job)
+        outcome = self.state.fail_once(job_id, CANCELLED)
+        if backup:
+            self.state.unlock_vm(job.vm_id, job_id)
+        if cleanup.action == "failed":
+            self.state.add_warning(
+                job_id, f"cleanup incomplete: {cleanup.why} (`drover reap` finishes it)"
+            )
+        log.info("job cancelled", job_id=job_id, revoked=len(revoked), cleanup=cleanup.action)
+        view = self.job(job_id)
+        view["cancelled"] = outcome != FailOutcome.ALREADY_SUCCEEDED  # else it won the race
+        view["revoked_tasks"] = revoked
+        view["cleanup"] = {"action": cleanup.action, "why": cleanup.why, "objects": cleanup.objects}
+        return view
+
+    def _revoke(self, job: JobState) -> list[str]:
+        """Revoke the job's tasks (a restore's task id is its job id); a failure is only
+        logged: the fence stops the job's steps anyway."""
+        task_ids = sorted({*self.state.tasks(job.id), *([job.id] if job.mode == "restore" else [])})
+        try:
+            if task_ids:
+                self.revoke(task_ids)
+        except Exception as e:
+            log.warning("revoking the job's tasks failed", job_id=job.id, error=str(e))
+            self.state.add_warning(job.id, f"its tasks could not be revoked: {e}")
+        return task_ids
+
+    def _clean(self, job: JobState) -> Reaped:
+        why = CANCELLED
+        try:
+            if self.clean_job is not None:
+                return self.clean_job(job, why)
+            return clean_job(self.state, self._connect_manager, job, why)
+        except Exception as e:  # an engine that is down: the reaper retries later
+            log.warning("cleaning up the cancelled job failed", job_id=job.id, error=str(e))
+            return Reaped(job.id, job.vm_name, "failed", f"{why}; cleaning failed: {e}", {})
+
+    @property
+    def _connect_manager(self) -> ConnectEngine:
+        def connect(name: str) -> Any:
+            return self.connect(self._manager(name).engine_settings())
+
+        return connect
+
+    # health ----------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """Redis, and the queues live workers consume: `degraded` when Redis does not
+        answer or no live worker consumes the control queue (no backup could run)."""
+        try:
+            self.state.redis.ping()
+        except Exception:
+            return {"status": "degraded", "redis": "unreachable"}
+        try:
+            live = self.live_queues()
+            workers = len(self.state.live_workers())
+        except Exception as e:
+            return {"status": "degraded", "redis": "ok", "workers": f"not answering: {e}"}
+        unserved = [q for q in CENTRAL_QUEUES if q not in live]
+        problems = [no_consumer([q], live, "") for q in unserved]
+        return {
+            "status": "degraded" if CONTROL_QUEUE in unserved else "ok",
+            "redis": "ok",
+            "workers": workers,  # announced (a Redis broker's workers announce themselves)
+            "queues": sorted(live),
+            "unserved": unserved,
+            "problems": problems,
+        }
 
     # backups and restores --------------------------------------------------------------
     def backups(self, repository: str = "") -> list[dict[str, Any]]:
@@ -456,8 +562,7 @@ class Service:
         manager = self._restore_manager(spec.manager)
         mode = _restore_mode(spec.mode, backup)
         cluster = spec.cluster or _backup_cluster(backup)  # where the VM is created
-        if mode in PROXY_MODES:
-            self._check_proxy(mode, cluster, spec.backup_id)
+        queues = self._restore_queues(mode, cluster, spec.backup_id)
         request = RestoreRequest(
             job_id=new_job_id(),
             manager=manager,
@@ -478,19 +583,24 @@ class Service:
             backup_id=spec.backup_id,
         )
         self.state.create_job(job)
-        self._submit_restore(request, mode_for(request.mode).queue(cluster))
+        self.state.save_queues(request.job_id, queues)
+        self._submit_restore(request, queues[-1])
         return {"job_id": request.job_id, "backup_id": spec.backup_id, "manager": manager}
 
-    def _check_proxy(self, mode: str, cluster: str, backup_id: str) -> None:
-        """Conflict unless a live proxy worker serves `cluster` (a restore in a proxy mode)."""
-        if not cluster:
+    def _restore_queues(self, mode: str, cluster: str, backup_id: str) -> list[str]:
+        """The restore's queue; Conflict unless a live worker consumes it (a proxy mode's:
+        a proxy worker of the target `cluster`)."""
+        if mode in PROXY_MODES and not cluster:
             raise ConfigError(
                 f"mode {mode} writes the disks through a proxy VM of the target cluster, and "
                 f"backup {backup_id} does not record its VM's cluster",
                 hint="name the cluster to restore into (--cluster, `cluster`)",
             )
-        if proxy_queue(cluster) not in self._live_queues():
-            raise Conflict(registry.no_live_proxy(cluster))
+        queues = job_queues(mode, cluster, backup=False)
+        unserved = no_consumer(queues, self._live_queues(), cluster)
+        if unserved:
+            raise Conflict(unserved)
+        return queues
 
     def _live_queues(self) -> set[str]:
         try:
@@ -523,6 +633,34 @@ class Service:
             error = f"could not queue the restore: {e}"
             self.state.set_status(request.job_id, JobStatus.FAILED, error)
             raise ServiceError(error, hint="check that the broker is reachable") from e
+
+
+# queues and their workers ------------------------------------------------------------------
+
+
+def job_queues(mode: str, cluster: str, *, backup: bool) -> list[str]:
+    """The queues a job needs a live consumer of, its mode's last: a backup's steps run on
+    the control queue, its transfers (a restore as a whole) on the mode's queue."""
+    transfer = mode_for(mode).queue(cluster)
+    return list(dict.fromkeys([*([CONTROL_QUEUE] if backup else []), transfer]))
+
+
+def no_consumer(queues: Sequence[str], live: set[str], cluster: str) -> str:
+    """Why a job on `queues` cannot run now and what to start; "" when every queue has a
+    live consumer."""
+    missing = [q for q in queues if q not in live]
+    proxy = [q for q in missing if cluster and q == proxy_queue(cluster)]
+    central = [q for q in missing if q not in proxy]
+    reasons = []
+    if central:
+        names = ", ".join(central)
+        reasons.append(
+            f"no live worker consumes queue{'s' if len(central) > 1 else ''} {names}: "
+            f"start one with `drover worker --queues {','.join(central)}`"
+        )
+    if proxy:
+        reasons.append(registry.no_live_proxy(cluster))
+    return "; ".join(reasons)
 
 
 # checks of what clients give -------------------------------------------------------------
@@ -661,6 +799,13 @@ def _backup_cluster(backup: dict[str, Any]) -> str:
     return str(placement.get("cluster") or "")
 
 
+def next_run(policy: Policy) -> dict[str, str] | None:
+    """The policy's next scheduled run, in its time zone and in UTC (shared.schedules)."""
+    if policy.schedule is None:
+        return None
+    return next_run_view(policy.schedule.cron, policy.schedule.timezone)
+
+
 def _refusal(vm: VmInfo, reason: str) -> dict[str, str]:
     return {"vm": vm.name, "vm_id": vm.id, "reason": reason}
 
@@ -693,16 +838,48 @@ def _restore_input(data: dict[str, Any]) -> RestoreIn:
 def build_service(settings: Settings) -> Service:
     """The service wired to the real engine client, Celery app and repository."""
     from shared.repository.repository import Repository
-    from workers import canvas
+    from workers import beat, canvas
     from workers.app import create_app
 
     app = create_app(settings)
+    state = StateStore.from_url(settings.redis_url)
     return Service(
-        state=StateStore.from_url(settings.redis_url),
+        state=state,
         settings=settings,
         connect=mgr.connect,  # EngineClient.connect, failing fast on an engine that is silent
-        submit_backup=functools.partial(canvas.submit_backup, app),
+        submit_backup=functools.partial(submit_recorded, app, state),
         submit_restore=functools.partial(canvas.submit_restore, app),
         open_repository=functools.partial(Repository.open, create=False),
         live_queues=functools.partial(canvas.live_queues, app),
+        revoke=functools.partial(revoke_tasks, app),
+        sync_schedule=functools.partial(beat.sync_policy, app, settings),
     )
+
+
+def submit_recorded(app: Any, state: StateStore, request: Any, queue: str) -> None:
+    """Queue a backup's canvas and record its task ids under the job (what a cancel
+    revokes while they wait in their queues)."""
+    from workers import canvas
+
+    result = canvas.backup_canvas(app, request, queue).apply_async()
+    state.record_task(request.job_id, *task_ids(result))
+
+
+def task_ids(result: Any) -> list[str]:
+    """Every task id of a submitted canvas: its result, its parents and groups."""
+    ids: list[str] = []
+    todo = [result]
+    while todo:
+        found = todo.pop()
+        if found is None or getattr(found, "id", None) in ids:
+            continue
+        ids.append(str(found.id))
+        todo.append(getattr(found, "parent", None))
+        todo.extend(getattr(found, "results", None) or [])
+    return ids
+
+
+def revoke_tasks(app: Any, task_ids: list[str], timeout_s: float = 1.0) -> None:
+    """Revoke tasks on every live worker: a queued one is dropped when it arrives, a running
+    one is terminated (SIGTERM to its pool process; its message is acknowledged)."""
+    app.control.revoke(task_ids, terminate=True, signal="SIGTERM", reply=True, timeout=timeout_s)

@@ -1,14 +1,15 @@
 """What this version of Drover can carry out of a policy; the rest is refused, not ignored.
 
 The policy model (`orchestrator.policies`) describes features that have not landed yet: the
-disk_attachment mode, S3 repositories, schedules and retention. A stored policy that
+disk_attachment mode, S3 repositories and retention. A stored policy that
 uses them still loads (the model accepts them), but `refuse_unsupported` stops it from being
 applied or run, with one message naming every such feature and what to do instead, so that a
 policy never silently does something other than what it says. Repository URLs other than
 `file://` and `s3://` are refused too: no backend stores backups there.
 
 Each feature lifts its own refusal when it lands: a mode by moving from
-`shared.modes.PLANNED_MODES` to `AVAILABLE_MODES`, the others by deleting their check below.
+`shared.modes.PLANNED_MODES` to `AVAILABLE_MODES`, the others by deleting their check below
+(schedules have: `drover beat` runs them).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def refuse_unsupported(policy: Policy) -> None:
 
 
 def unsupported(policy: Policy) -> list[Gap]:
-    """The policy's gaps, in the order the checks run (mode, repository, schedule, retention)."""
+    """The policy's gaps, in the order the checks run (mode, repository, retention)."""
     found = (check(policy) for check in CHECKS)
     return [gap for gap in found if gap is not None]
 
@@ -85,16 +86,6 @@ def _repository(policy: Policy) -> Gap | None:
     )
 
 
-def _schedule(policy: Policy) -> Gap | None:
-    if policy.schedule is None:
-        return None
-    return Gap(
-        "schedule is not supported yet: no scheduler runs policies",
-        f"remove schedule and run the policy with `drover policy run {policy.name}` "
-        "(from cron, for example)",
-    )
-
-
 def _retention(policy: Policy) -> Gap | None:
     if not policy.retention.model_dump(exclude_none=True):  # all unset: no rule
         return None
@@ -104,4 +95,4 @@ def _retention(policy: Policy) -> Gap | None:
     )
 
 
-CHECKS: tuple[Callable[[Policy], Gap | None], ...] = (_mode, _repository, _schedule, _retention)
+CHECKS: tuple[Callable[[Policy], Gap | None], ...] = (_mode, _repository, _retention)

@@ -9,6 +9,10 @@ restore: removes its half-made VM and disks), says what it did and why, and ends
 was still marked running as failed. It never touches what a live job holds: a backup job is
 live while it has not finished and holds its VM's lock (a restore: while it runs), and a VM
 whose lock another live job holds is left alone.
+
+`clean_job` is the one way a job's engine objects are closed from outside its steps: the
+reaper's, and the operator's cancel (orchestrator.service), which first stops the job's
+steps (fence and revoke) and then cleans it here.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from shared.state import JobState, StateStore
 
 ConnectEngine = Callable[[str], EngineClient]  # manager name -> a connected client
 JOBS_SCANNED = 10_000
+CANCELLED = "cancelled by the operator"  # the reason of a job `drover jobs cancel` stopped
 log = get_logger(__name__)
 
 
@@ -72,7 +77,17 @@ def _reap_job(
     if dry_run:
         return Reaped(job.id, job.vm_name, "would clean", why, objects)
     if not job.status.finished:
-        store.fail_once(job.id, f"reaped: {why}")
+        store.fail_once(job.id, CANCELLED if store.cancel_requested(job.id) else f"reaped: {why}")
+    return _clean(store, connect, job, objects, why)
+
+
+def clean_job(store: StateStore, connect: ConnectEngine, job: JobState, why: str) -> Reaped:
+    """Close what `job` recorded on the engine through its mode's cleanup (a restore: undo
+    what it created), whatever its state: the caller has made sure none of its steps works
+    on any more. "cleaned" with nothing recorded is a no-op."""
+    objects = {name: value for name, value in store.engine_objects(job.id).items() if value}
+    if not objects:
+        return Reaped(job.id, job.vm_name, "cleaned", f"{why}; nothing on the engine", objects)
     return _clean(store, connect, job, objects, why)
 
 

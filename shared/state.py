@@ -18,6 +18,11 @@
     drover:lock:vm:<vm>              string "<fencing token>:<job id>" holding the VM (TTL)
     drover:fence:vm:<vm>             string counter handing out fencing tokens
     drover:worker:<hostname>         string a live worker's presence (TTL, renewed while it runs)
+    drover:job:<id>:tasks            set    the Celery task ids of the job (recorded when queued
+                                            and when each task starts), which a cancel revokes
+
+A job the operator cancels is `cancelling` (its hash's `cancelled_at` set) while its tasks are
+revoked and its mode's cleanup runs, then `failed`; its steps stop at their next check.
 
 Chunk progress is what makes a re-delivered transfer task resume: a chunk whose index is
 already in `chunks:<disk>` is stored in the repository and is skipped. A job's fencing token
@@ -55,6 +60,7 @@ class JobStatus(StrEnum):
     SUCCEEDED = "succeeded"
     SUCCEEDED_WITH_WARNINGS = "succeeded_with_warnings"
     FAILED = "failed"
+    CANCELLING = "cancelling"  # the operator cancelled it; its cleanup runs, then failed
 
     @property
     def finished(self) -> bool:
@@ -202,6 +208,36 @@ class StateStore:
         now = repr(time.time())
         outcome = self.redis.eval(_FAIL_ONCE_SCRIPT, 1, key("job", job_id), reason, now)
         return FailOutcome(int(outcome))
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Mark the job cancelling (and when), unless it has already ended: True when it is
+        cancelling now (again, for a cancel whose cleanup did not finish)."""
+        now = repr(time.time())
+        return bool(self.redis.eval(_CANCEL_SCRIPT, 1, key("job", job_id), now))
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Has the operator cancelled the job? Its steps then stop without working."""
+        return bool(self.redis.hget(key("job", job_id), "cancelled_at"))
+
+    def record_task(self, job_id: str, *task_ids: str) -> None:
+        """Celery task ids of the job (a cancel revokes them)."""
+        ids = [t for t in task_ids if t]
+        if ids:
+            pipe = self.redis.pipeline()
+            pipe.sadd(key("job", job_id, "tasks"), *ids)
+            pipe.expire(key("job", job_id, "tasks"), JOB_TTL_S)
+            pipe.execute()
+
+    def tasks(self, job_id: str) -> list[str]:
+        return sorted(self.redis.smembers(key("job", job_id, "tasks")))
+
+    def save_queues(self, job_id: str, queues: list[str]) -> None:
+        """The queues whose workers the job needs (what `--wait` names when none takes it)."""
+        self.update_job(job_id, queues=json.dumps(queues))
+
+    def queues(self, job_id: str) -> list[str]:
+        raw = self.redis.hget(key("job", job_id), "queues")
+        return [str(q) for q in json.loads(raw)] if raw else []
 
     def record_engine_object(self, job_id: str, name: str, value: str) -> None:
         """Record an engine object of the job before it is created (and again with its id
@@ -402,6 +438,14 @@ class StateStore:
                 hint="this step was stopped before touching the engine; see `drover jobs`",
             )
 
+    def refence_vm(self, vm_id: str, job_id: str) -> int:
+        """Keep the VM for `job_id` under a new fencing token (0 when the job does not hold
+        it): its steps, which carry the old token, fail their fence check from now on, while
+        no other job can take the VM."""
+        token = int(self.redis.incr(key("fence", "vm", vm_id)))
+        holder_key = key("lock", "vm", vm_id)
+        return int(self.redis.eval(_REFENCE_SCRIPT, 1, holder_key, job_id, f"{token}:{job_id}"))
+
     def unlock_vm(self, vm_id: str, job_id: str) -> None:
         """Release only if this job still holds the lock (compare and delete)."""
         self.redis.eval(_UNLOCK_SCRIPT, 1, key("lock", "vm", vm_id), job_id)
@@ -465,6 +509,33 @@ if status == 'succeeded' or status == 'succeeded_with_warnings' then
   return 2
 end
 redis.call('hset', KEYS[1], 'status', 'failed', 'error', ARGV[1], 'finished_at', ARGV[2])
+return 0
+"""
+
+
+_CANCEL_SCRIPT = """
+local status = redis.call('hget', KEYS[1], 'status')
+if not status or status == 'failed' or status == 'succeeded'
+    or status == 'succeeded_with_warnings' then
+  return 0
+end
+redis.call('hset', KEYS[1], 'status', 'cancelling')
+redis.call('hsetnx', KEYS[1], 'cancelled_at', ARGV[1])
+return 1
+"""
+
+
+_REFENCE_SCRIPT = """
+local holder = redis.call('get', KEYS[1])
+if holder and string.sub(holder, string.find(holder, ':') + 1) == ARGV[1] then
+  local ttl = redis.call('ttl', KEYS[1])
+  if ttl > 0 then
+    redis.call('set', KEYS[1], ARGV[2], 'EX', ttl)
+  else
+    redis.call('set', KEYS[1], ARGV[2])
+  end
+  return tonumber(string.sub(ARGV[2], 1, string.find(ARGV[2], ':') - 1))
+end
 return 0
 """
 

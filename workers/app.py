@@ -19,6 +19,7 @@ TASK_MODULES = [
     "workers.tasks.backup",
     "workers.tasks.restore",
     "workers.tasks.maintenance",
+    "workers.tasks.schedules",
 ]
 
 

@@ -5,6 +5,11 @@ snapshot) and releases the VM lock, whichever step failed; it is the mode's, fro
 engine objects the job recorded. A job that no longer holds its VM touches nothing on the
 engine. The first error is the one the job reports: cleanup never replaces it. A worker
 that dies never gets here: its message is re-delivered and the step resumes.
+
+A job the operator cancelled (`drover jobs cancel`, orchestrator.service) is stopped and
+cleaned by the cancel: a step of it that starts later does nothing, and one that fails
+meanwhile (its VM lock was re-fenced, its engine objects are being removed) neither retries
+nor records nor cleans anything.
 """
 
 from __future__ import annotations
@@ -13,14 +18,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from celery import Task
-from celery.exceptions import Retry
+from celery.exceptions import Ignore, Retry
 
 from shared.backup.step import JobStateLost, JobStep
 from shared.errors import DroverError
 from shared.logging import bind_ids, get_logger
 from shared.modes import Leftovers, mode_of
+from shared.reaper import CANCELLED
 from shared.redact import redact
-from shared.state import FailOutcome, JobStatus
+from shared.state import FailOutcome, JobStatus, StateStore
 from workers.resources import connect_engine, repository, state_store
 
 MAX_RETRIES = 3
@@ -34,12 +40,18 @@ def job_step(task: Task, job_id: str, name: str) -> Iterator[JobStep]:
     bind_ids(job_id=job_id, step=name)
     step = _load(job_id, name)
     bind_ids(vm_id=step.request.vm_id)
+    if cancelled(step.store, job_id):
+        log.info("the job was cancelled: step skipped")
+        raise Ignore()
     step.journal.renew_lock()
     try:
         yield step
     except Retry:
         raise
     except Exception as error:
+        if cancelled(step.store, job_id):
+            log.info("a step of a cancelled job stopped", error=str(error))
+            raise Ignore() from error
         if _may_retry(task, error):
             log.warning("step failed, retrying", error=str(error))
             raise task.retry(exc=error, countdown=RETRY_DELAY_S, max_retries=MAX_RETRIES) from error
@@ -55,6 +67,20 @@ def _load(job_id: str, name: str) -> JobStep:
         if store.job(job_id) is not None:
             store.set_status(job_id, JobStatus.FAILED, f"{name}: {error}")
         raise
+
+
+def cancelled(store: StateStore, job_id: str) -> bool:
+    """Did the operator cancel the job? (False when Redis cannot say: the step's own error
+    is what matters then.)"""
+    try:
+        job = store.job(job_id)
+    except Exception:
+        return False
+    if job is None:
+        return False
+    return job.status == JobStatus.CANCELLING or (
+        job.status == JobStatus.FAILED and job.error == CANCELLED
+    )
 
 
 def _may_retry(task: Task, error: Exception) -> bool:
@@ -81,6 +107,9 @@ def fail_job(step: JobStep, reason: str) -> None:
     """Record the failure (the first one wins), clean up what this job made on the engine,
     unlock the VM. Recorded first: the cleanup itself makes sibling steps fail."""
     store, request = step.store, step.request
+    if cancelled(store, request.job_id):  # the cancel cleans up and unlocks
+        log.info("a step of a cancelled job failed", reason=reason)
+        return
     log.error("job failed", reason=reason)
     _record_failure(step, reason)
     if store.vm_lock_holder(request.vm_id) == request.job_id:

@@ -53,7 +53,11 @@ def db_url(redis_url: str) -> Iterator[str]:
 @pytest.fixture
 def api(db_url: str, tmp_path: Path) -> TestClient:
     settings = load_settings(redis_url=db_url, state_dir=tmp_path, api_tokens=[SecretStr(TOKEN)])
-    app = create_app(build_service(settings), TokenAuth(settings.api_tokens))
+    service = build_service(settings)
+    # These tests are about what the API queues and refuses; no worker runs the jobs (a run
+    # with no consumer is refused: tests/e2e/test_job_control.py), so the queues are served.
+    service.live_queues = lambda: {"drover.default", "transfer.image", "transfer.ssh"}
+    app = create_app(service, TokenAuth(settings.api_tokens))
     client = TestClient(app, raise_server_exceptions=False)
     client.headers["Authorization"] = f"Bearer {TOKEN}"
     return client

@@ -22,7 +22,7 @@ from orchestrator.service import Service
 from shared.engine.models import DiskInfo, EngineVersion, HostInfo, StorageDomainInfo, VmInfo
 from shared.jobs import BackupRequest, RestoreRequest
 from shared.settings import EngineSettings, Settings
-from shared.state import JobState, JobStatus, VmLocked
+from shared.state import FailOutcome, JobState, JobStatus, VmLocked
 
 with warnings.catch_warnings():  # starlette would rather have httpx2, which is not installed
     warnings.simplefilter("ignore")
@@ -55,6 +55,10 @@ class FakeState:
         self.job_states: dict[str, JobState] = {}
         self.locks: dict[str, str] = {}
         self.requests: dict[str, dict[str, Any]] = {}
+        self.job_queues: dict[str, list[str]] = {}
+        self.job_tasks: dict[str, set[str]] = {}
+        self.fences: dict[str, int] = {}  # VM id -> the fencing token of its lock
+        self.workers: list[str] = []
 
     def put_document(self, kind: str, name: str, document: dict[str, Any]) -> None:
         self.docs[(kind, name)] = copy.deepcopy(document)
@@ -88,11 +92,55 @@ class FakeState:
         self.job_states[job_id].status = status
         self.job_states[job_id].error = error
 
+    def save_queues(self, job_id: str, queues: list[str]) -> None:
+        self.job_queues[job_id] = list(queues)
+
+    def queues(self, job_id: str) -> list[str]:
+        return list(self.job_queues.get(job_id, []))
+
+    def record_task(self, job_id: str, *task_ids: str) -> None:
+        self.job_tasks.setdefault(job_id, set()).update(t for t in task_ids if t)
+
+    def tasks(self, job_id: str) -> list[str]:
+        return sorted(self.job_tasks.get(job_id, set()))
+
+    def request_cancel(self, job_id: str) -> bool:
+        job = self.job_states.get(job_id)
+        if job is None or job.status.finished:
+            return False
+        job.status = JobStatus.CANCELLING
+        return True
+
+    def fail_once(self, job_id: str, reason: str) -> FailOutcome:
+        job = self.job_states[job_id]
+        if job.status == JobStatus.FAILED:
+            return FailOutcome.ALREADY_FAILED
+        if job.status.finished:
+            return FailOutcome.ALREADY_SUCCEEDED
+        job.status, job.error = JobStatus.FAILED, reason
+        return FailOutcome.FAILED_NOW
+
+    def add_warning(self, job_id: str, warning: str) -> None:
+        self.job_states[job_id].warnings.append(warning)
+
+    def engine_objects(self, job_id: str) -> dict[str, str]:
+        return dict(self.job_states[job_id].engine_objects)
+
+    def live_workers(self) -> list[str]:
+        return list(self.workers)
+
     def lock_vm(self, vm_id: str, job_id: str) -> int:
         if self.locks.get(vm_id, job_id) != job_id:
             raise VmLocked(f"VM {vm_id} is being backed up by job {self.locks[vm_id]}")
         self.locks[vm_id] = job_id
-        return 1
+        self.fences[vm_id] = self.fences.get(vm_id, 0) + 1
+        return self.fences[vm_id]
+
+    def refence_vm(self, vm_id: str, job_id: str) -> int:
+        if self.locks.get(vm_id) != job_id:
+            return 0
+        self.fences[vm_id] += 1
+        return self.fences[vm_id]
 
     def vm_lock_holder(self, vm_id: str) -> str:
         return self.locks.get(vm_id, "")
@@ -219,7 +267,7 @@ def make_world(tmp_repository: str = "memory://repo") -> World:
         submit_backup=submit.backup,
         submit_restore=submit.restore,
         open_repository=repo.open,
-        live_queues=lambda: {"drover.default", "transfer.image"},
+        live_queues=lambda: {"drover.default", "transfer.image", "transfer.ssh"},
     )
     return World(state, engine, submit, repo, service)
 

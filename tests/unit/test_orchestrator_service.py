@@ -264,16 +264,18 @@ def test_image_transfer_reads_the_engine_version_for_snapshot_chains(
 
 @pytest.mark.parametrize(
     ("mode", "version_reads", "domain_reads", "live_queue_reads"),
-    [("auto", 1, 1, 1), ("image_transfer", 1, 0, 0), ("ssh", 0, 0, 0)],
+    [("auto", 1, 1, 1), ("image_transfer", 1, 0, 1), ("ssh", 0, 0, 1)],
 )
 def test_the_facts_read_depend_on_the_mode(
     world: World, mode: str, version_reads: int, domain_reads: int, live_queue_reads: int
 ) -> None:
+    """The live queues are read once per run whatever the mode (every job needs a consumer
+    of its queues); the engine's version and storage domains only where the mode needs them."""
     reads: list[int] = []
 
     def live_queues() -> set[str]:
         reads.append(1)
-        return {"transfer.image"}
+        return {"drover.default", "transfer.image", "transfer.ssh"}
 
     world.service.live_queues = live_queues
     world.service.put_policy(policy_body(mode=mode))
@@ -433,15 +435,18 @@ def test_a_disk_attachment_restore_of_a_backup_without_its_cluster_asks_for_one(
     assert [r.cluster for r in world.submit.restores] == ["cluster1"]
 
 
-def test_other_restores_do_not_ask_for_the_live_queues(world: World) -> None:
-    def live_queues() -> set[str]:
-        raise AssertionError("a restore in image_transfer asked for the live queues")
-
+def test_every_restore_checks_that_a_live_worker_consumes_its_queue(world: World) -> None:
     world.repository.summaries = [placed("cluster2", mode="image_transfer")]
-    world.service.live_queues = live_queues
-    world.service.restore({"backup_id": "b1"})
-    world.service.restore({"backup_id": "b1", "mode": "ssh"})
-    assert len(world.submit.restores) == 2
+    world.service.live_queues = lambda: {"drover.default", "transfer.image"}
+    accepted = world.service.restore({"backup_id": "b1"})
+    assert world.state.queues(accepted["job_id"]) == ["transfer.image"]
+    with pytest.raises(Conflict) as refused:
+        world.service.restore({"backup_id": "b1", "mode": "ssh"})
+    assert str(refused.value) == (
+        "no live worker consumes queue transfer.ssh: "
+        "start one with `drover worker --queues transfer.ssh`"
+    )
+    assert len(world.submit.restores) == 1 and len(world.state.job_states) == 1
 
 
 # the job view: per disk, the worker that ran its transfer -------------------------------

@@ -46,11 +46,6 @@ REFUSED: dict[str, tuple[dict[str, Any], str, str]] = {
         "policy 'nightly': repository nfs://filer/backups: nfs:// repositories are not supported",
         "use a filesystem path",
     ),
-    "schedule": (
-        {"schedule": {"cron": "0 2 * * *"}},
-        "policy 'nightly': schedule is not supported yet: no scheduler runs policies",
-        "remove schedule and run the policy with `drover policy run nightly`",
-    ),
     "retention": (
         {"retention": {"keep_days": 30}},
         "policy 'nightly': retention is not applied yet: backups are never deleted",
@@ -116,11 +111,11 @@ def test_every_problem_in_one_message(world: World) -> None:
     with pytest.raises(ConfigError) as refused:
         world.service.put_policy(policy_body(**EVERYTHING))
     problems = refused.value.message.removeprefix("policy 'nightly': ").split("; ")
-    assert [p.split(" ")[0] for p in problems] == ["mode", "repository", "schedule", "retention"]
+    assert [p.split(" ")[0] for p in problems] == ["mode", "repository", "retention"]
     hints = refused.value.hint.split("; ")
     assert hints[0] == "use mode image_transfer or ssh or auto"
-    assert hints[1].startswith("use a filesystem path") and hints[2].startswith("remove schedule")
-    assert hints[3].startswith("remove retention")
+    assert hints[1].startswith("use a filesystem path")
+    assert hints[2].startswith("remove retention")
 
 
 @pytest.mark.parametrize("mode", ["image_transfer", "auto"])
@@ -194,10 +189,10 @@ def test_the_api_answers_400_with_one_line(world: World) -> None:
         assert "\n" not in detail and "Traceback" not in detail
     assert client.get("/policies").json() == []
 
-    stored_by_an_older_version(world, schedule={"cron": "0 2 * * *"})
+    stored_by_an_older_version(world, retention={"keep_last": 3})
     assert [p["name"] for p in client.get("/policies").json()] == ["nightly"]
     run = client.post("/policies/nightly/run")
-    assert run.status_code == 400 and "schedule is not supported yet" in run.json()["detail"]
+    assert run.status_code == 400 and "retention is not applied yet" in run.json()["detail"]
 
 
 @pytest.fixture
