@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := qemu-utils openssh-server openssh-client redis-server netcat-openbsd \
-	libcurl4-openssl-dev libssl-dev libxml2-dev pkg-config gcc python3-dev
+	libcurl4-openssl-dev libssl-dev libxml2-dev pkg-config gcc python3-dev rabbitmq-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 

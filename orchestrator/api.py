@@ -260,6 +260,20 @@ def _job_routes(router: APIRouter, service: Service) -> None:
     def get_backup(backup_id: str, repository: RepositoryQuery = "") -> dict[str, Any]:
         return service.backup(backup_id, repository)
 
+    @router.delete("/backups/{backup_id}", tags=["backups"])
+    def remove_backup(backup_id: str, repository: RepositoryQuery = "") -> dict[str, Any]:
+        """Forget one backup and collect the chunks only it used; 409 while another backup
+        (an incremental child) or a running job depends on it."""
+        return service.remove_backup(backup_id, repository)
+
+    @router.post("/repository/prune", tags=["backups"])
+    def prune_repository(
+        repository: RepositoryQuery = "", dry_run: bool = Query(False)
+    ) -> dict[str, Any]:
+        """Apply every policy's retention to a repository's backups, then collect unused
+        chunks (safe while backups run); `dry_run` only reports what would go."""
+        return service.prune(repository, dry_run)
+
     @router.post("/restores", status_code=status.HTTP_202_ACCEPTED, tags=["restores"])
     def restore(spec: RestoreIn) -> dict[str, Any]:
         return service.restore(spec.model_dump())

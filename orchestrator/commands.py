@@ -445,11 +445,14 @@ def _bytes(item: dict[str, Any]) -> str:
     return f"{format_size(item.get('bytes_read', 0))}/{format_size(item.get('size', 0))}"
 
 
-@click.command("backups")
+@click.group("backups", invoke_without_command=True)
 @click.option("--repository", default="", help="Repository location (default: settings).")
 @json_option
-def backups_command(repository: str, as_json: bool) -> None:
-    """List the backups in a repository, oldest first."""
+@click.pass_context
+def backups_command(ctx: click.Context, repository: str, as_json: bool) -> None:
+    """List the backups in a repository, oldest first; `drover backups remove ID` removes one."""
+    if ctx.invoked_subcommand is not None:
+        return
     params = {"repository": repository} if repository else {}
     backups = make_client().get("/backups", **params)
     if as_json:
@@ -459,6 +462,56 @@ def backups_command(repository: str, as_json: bool) -> None:
         click.echo(
             f"{b['backup_id']}  {b['vm_name']:<20} {b['kind']:<12} {b['created_at']}  {size}"
         )
+
+
+@backups_command.command("remove")
+@click.argument("backup_id")
+@click.option("--repository", default="", help="Repository location (default: settings).")
+@json_option
+@click.pass_context
+def backups_remove(ctx: click.Context, backup_id: str, repository: str, as_json: bool) -> None:
+    """Remove one backup and free the chunks only it used. Refused while an incremental
+    backup or a running job depends on it (it names them)."""
+    repository = repository or (ctx.parent.params.get("repository", "") if ctx.parent else "")
+    params = {"repository": repository} if repository else None
+    result = make_client().request("DELETE", f"/backups/{backup_id}", params=params)
+    if _json_here_or_above(ctx, as_json):
+        return emit(result)
+    gc = result.get("gc") or {}
+    click.echo(
+        f"backup {backup_id} removed; {gc.get('chunks_removed', 0)} chunks "
+        f"({format_size(gc.get('bytes_freed', 0))}) freed"
+    )
+
+
+def prune_repository(repository: str, dry_run: bool, as_json: bool) -> None:
+    """`drover repo prune`: every policy's retention, then garbage collection, via the API
+    (it knows the policies and the running jobs)."""
+    params: dict[str, Any] = {"dry_run": dry_run}
+    if repository:
+        params["repository"] = repository
+    report = make_client().request("POST", "/repository/prune", params=params)
+    if as_json:
+        return emit(report)
+    verb = "would remove" if dry_run else "removed"
+    for backup in report["removed"]:
+        click.echo(f"{verb} {backup['backup_id']}  {backup['vm_name']:<20} {backup['created_at']}")
+    click.echo(f"kept {len(report['kept'])} backups, {verb} {len(report['removed'])}")
+    for vm in report["unattributed_vms"]:
+        click.echo(f"  VM {vm}: no policy with retention made its backups: all kept")
+    for error in report["errors"]:
+        click.echo(f"  error: {error}", err=True)
+    gc = report.get("gc") or {}
+    if gc.get("skipped"):
+        click.echo(f"chunks: {gc['skipped']}")
+    elif gc:
+        click.echo(
+            f"chunks: {verb} {gc['chunks_removed']} ({format_size(gc['bytes_freed'])}), "
+            f"kept {gc['chunks_kept_recent'] + gc['chunks_kept_running']} written recently or "
+            f"by {len(gc['running_jobs'])} running job(s)"
+        )
+    if report["errors"]:
+        raise SystemExit(1)
 
 
 @click.command("restore")

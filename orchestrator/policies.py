@@ -6,7 +6,7 @@ full/incremental rhythm, quiescing, guest commands, excluded disks, priority), w
 refused so a typo never silently changes what is backed up.
 
 The model also describes features that have not landed yet (the disk_attachment mode, S3
-repositories, retention), so stored policies keep loading; `orchestrator.support`
+repositories), so stored policies keep loading; `orchestrator.support`
 refuses those features when a policy is applied or run.
 
 `selects` tells, without the engine, whether a policy's selector selects a VM the engine
@@ -36,6 +36,7 @@ from pydantic import (
 from shared.engine.models import VmInfo
 from shared.errors import ConfigError
 from shared.jobs import BackupRequest, GuestCommand
+from shared.repository.retention import RetentionRules
 from shared.schedules.cron import Cron, zone
 
 if TYPE_CHECKING:  # the CLI parses policies without importing the transfer modes
@@ -107,10 +108,28 @@ class BackupRhythm(_Strict):
 
 
 class Retention(_Strict):
-    """How many backups to keep per VM; unset keeps everything."""
+    """How many backups to keep per VM: the last N, and the newest of each of the last N days,
+    ISO weeks and months (GFS, in UTC). A backup kept by any rule is kept, and so is the chain
+    of parents of a kept incremental (`shared.repository.retention`). All unset keeps
+    everything."""
 
-    keep_last: int | None = Field(default=None, ge=1)
-    keep_days: int | None = Field(default=None, ge=1)
+    keep_last: int | None = Field(default=None, ge=1, le=100_000)
+    keep_daily: int | None = Field(default=None, ge=1, le=100_000)
+    keep_weekly: int | None = Field(default=None, ge=1, le=10_000)
+    keep_monthly: int | None = Field(default=None, ge=1, le=10_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_keep_days(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "keep_days" in data:
+            raise ValueError(
+                "keep_days was replaced by keep_daily (the newest backup of each of the last "
+                "N days that have one), keep_weekly and keep_monthly"
+            )
+        return data
+
+    def rules(self) -> RetentionRules:
+        return RetentionRules(self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly)
 
 
 class GuestCommandSpec(_Strict):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from orchestrator.commands import emit
+from orchestrator.commands import emit, prune_repository
 from shared.errors import ConfigError
 from shared.repository.manifest import Manifest
 from shared.repository.repository import Repository
@@ -19,7 +19,7 @@ REPOSITORY = click.option(
 
 @click.group("repo")
 def repo_group() -> None:
-    """Check a backup repository or export a disk image from it."""
+    """Check, prune a backup repository or export a disk image from it."""
 
 
 def _open(location: str) -> Repository:
@@ -45,6 +45,16 @@ def repo_check(repository: str, read_data: bool, as_json: bool) -> None:
         click.echo("repository OK" if report.ok else "repository has problems")
     if not report.ok:
         raise SystemExit(1)
+
+
+@repo_group.command("prune")
+@REPOSITORY
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def repo_prune(repository: str, dry_run: bool, as_json: bool) -> None:
+    """Apply every policy's retention, then free chunks no backup uses (safe while backups
+    run). Goes through the API, which knows the policies and the running jobs."""
+    prune_repository(repository, dry_run, as_json)
 
 
 @repo_group.command("export")

@@ -555,6 +555,27 @@ class Service:
             hint="list backups with `drover backups`",
         )
 
+    def remove_backup(self, backup_id: str, repository: str = "") -> dict[str, Any]:
+        """Forget one backup and collect the chunks only it used; 409 while another backup or
+        a running job depends on it."""
+        from shared.backup.retention import BackupInUse, remove_backup
+
+        check_backup_id(backup_id)
+        location = self._location(repository)
+        repo: Any = self.open_repository(location)  # a Repository: it can forget backups
+        try:
+            return remove_backup(repo, self.state, backup_id)
+        except BackupInUse as e:
+            raise Conflict(e.message, hint=e.hint) from None
+
+    def prune(self, repository: str = "", dry_run: bool = False) -> dict[str, Any]:
+        """Every policy's retention on every VM of a repository, then garbage collection."""
+        from shared.backup.retention import apply_retention
+
+        location = self._location(repository)
+        repo: Any = self.open_repository(location)  # a Repository: it can forget backups
+        return apply_retention(repo, self.state, dry_run=dry_run).to_dict()
+
     def restore(self, data: dict[str, Any]) -> dict[str, Any]:
         spec = _restore_input(data)
         backup = self.backup(spec.backup_id, spec.repository)
@@ -850,7 +871,7 @@ def build_service(settings: Settings) -> Service:
         submit_backup=functools.partial(submit_recorded, app, state),
         submit_restore=functools.partial(canvas.submit_restore, app),
         open_repository=functools.partial(Repository.open, create=False),
-        live_queues=functools.partial(canvas.live_queues, app),
+        live_queues=state.live_queues,  # as the workers announce them (workers.liveness)
         revoke=functools.partial(revoke_tasks, app),
         sync_schedule=functools.partial(beat.sync_policy, app, settings),
     )

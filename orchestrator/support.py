@@ -1,7 +1,7 @@
 """What this version of Drover can carry out of a policy; the rest is refused, not ignored.
 
 The policy model (`orchestrator.policies`) describes features that have not landed yet: the
-disk_attachment mode, S3 repositories and retention. A stored policy that
+disk_attachment mode and S3 repositories. A stored policy that
 uses them still loads (the model accepts them), but `refuse_unsupported` stops it from being
 applied or run, with one message naming every such feature and what to do instead, so that a
 policy never silently does something other than what it says. Repository URLs other than
@@ -9,7 +9,8 @@ policy never silently does something other than what it says. Repository URLs ot
 
 Each feature lifts its own refusal when it lands: a mode by moving from
 `shared.modes.PLANNED_MODES` to `AVAILABLE_MODES`, the others by deleting their check below
-(schedules have: `drover beat` runs them).
+(schedules have: `drover beat` runs them; retention has: `finalize` and `drover repo prune`
+apply it).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def refuse_unsupported(policy: Policy) -> None:
 
 
 def unsupported(policy: Policy) -> list[Gap]:
-    """The policy's gaps, in the order the checks run (mode, repository, retention)."""
+    """The policy's gaps, in the order the checks run (mode, repository)."""
     found = (check(policy) for check in CHECKS)
     return [gap for gap in found if gap is not None]
 
@@ -86,13 +87,4 @@ def _repository(policy: Policy) -> Gap | None:
     )
 
 
-def _retention(policy: Policy) -> Gap | None:
-    if not policy.retention.model_dump(exclude_none=True):  # all unset: no rule
-        return None
-    return Gap(
-        "retention is not applied yet: backups are never deleted",
-        "remove retention: every backup is kept, so watch the repository's free space",
-    )
-
-
-CHECKS: tuple[Callable[[Policy], Gap | None], ...] = (_mode, _repository, _retention)
+CHECKS: tuple[Callable[[Policy], Gap | None], ...] = (_mode, _repository)

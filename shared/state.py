@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum, StrEnum
@@ -459,8 +459,10 @@ class StateStore:
             self.unlock_vm(vm_id, job_id)
 
     # workers ------------------------------------------------------------------
-    def announce_worker(self, hostname: str, ttl_s: int) -> None:
-        self.redis.set(key("worker", hostname), repr(time.time()), ex=ttl_s)
+    def announce_worker(self, hostname: str, ttl_s: int, queues: Iterable[str] = ()) -> None:
+        """A live worker and the queues it consumes, for `ttl_s` (its keeper renews it)."""
+        value = json.dumps({"at": time.time(), "queues": sorted(queues)})
+        self.redis.set(key("worker", hostname), value, ex=ttl_s)
 
     def forget_worker(self, hostname: str) -> None:
         self.redis.delete(key("worker", hostname))
@@ -468,6 +470,14 @@ class StateStore:
     def live_workers(self) -> list[str]:
         prefix = key("worker", "")
         return sorted(k[len(prefix) :] for k in self.redis.scan_iter(match=prefix + "*"))
+
+    def live_queues(self) -> set[str]:
+        """The queues the live workers consume, as they announced them: read at Redis speed,
+        where asking the workers (a broadcast) waits out its whole timeout for late ones."""
+        found: set[str] = set()
+        for worker_key in self.redis.scan_iter(match=key("worker", "") + "*"):
+            found |= _announced_queues(self.redis.get(worker_key))
+        return found
 
     # documents: managers and policies -----------------------------------------
     def put_document(self, kind: str, name: str, document: dict[str, Any]) -> None:
@@ -557,3 +567,13 @@ def _encode(value: Any) -> str | int | float:
     if isinstance(value, int | str):
         return value
     return json.dumps(value)
+
+
+def _announced_queues(raw: str | None) -> set[str]:
+    """A worker announcement's queues (none for a worker that has gone meanwhile)."""
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        return set()
+    queues = data.get("queues", []) if isinstance(data, dict) else []
+    return {str(q) for q in queues}

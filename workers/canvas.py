@@ -49,12 +49,6 @@ def submit_backup(app: Celery, request: BackupRequest, queue: str) -> None:
     backup_canvas(app, request, queue).apply_async()
 
 
-def live_queues(app: Celery, timeout_s: float = 1.0) -> set[str]:
-    """The queues that answering workers consume now."""
-    replies = app.control.inspect(timeout=timeout_s).active_queues() or {}
-    return {str(queue["name"]) for queues in replies.values() for queue in queues}
-
-
 def submit_restore(app: Celery, request: RestoreRequest, queue: str) -> None:
     app.send_task(
         RESTORE,

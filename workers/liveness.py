@@ -45,7 +45,7 @@ class Keeper(threading.Thread):
     def __init__(
         self,
         consumer: Any,
-        broker: redis.Redis,
+        broker: redis.Redis | None,
         store: StateStore,
         every_s: float,
         proxy: ProxyWorker | None = None,
@@ -72,13 +72,19 @@ class Keeper(threading.Thread):
         self._store.forget_worker(self._consumer.hostname)
 
     def _beat(self) -> None:
-        tags = _held_tags(self._consumer)
-        if tags:
+        tags = _held_tags(self._consumer) if self._broker is not None else []
+        if tags and self._broker is not None:
             now = time.time()
             self._broker.zadd(UNACKED_INDEX, {tag: now for tag in tags}, xx=True)
-        self._store.announce_worker(self._consumer.hostname, ttl_s=int(self._every_s * 3))
+        ttl_s = int(self._every_s * 3)
+        self._store.announce_worker(self._consumer.hostname, ttl_s, _queues(self._consumer))
         if self._proxy is not None:
             self._proxy.register(self._store, self._consumer.hostname)
+
+
+def _queues(consumer: Any) -> list[str]:
+    task_consumer = getattr(consumer, "task_consumer", None)
+    return [str(q.name) for q in list(getattr(task_consumer, "queues", None) or ())]
 
 
 def _held_tags(consumer: Any) -> list[str]:
@@ -96,18 +102,15 @@ def _held_tags(consumer: Any) -> list[str]:
 def install(
     app: Celery, store: StateStore, visibility_timeout_s: int, proxy: ProxyWorker | None = None
 ) -> None:
-    """Start a keeper when this process's worker is ready; stop it when it shuts down.
-    `proxy`: the worker's proxy VM, recorded in the proxy registry (by its keeper's beats on a
-    Redis broker, once at start on another)."""
+    """Start a keeper when this process's worker is ready; stop it when it shuts down. On a
+    broker that is not Redis, the keeper only announces the worker (and its proxy VM): the
+    broker itself re-delivers a dead worker's messages.
+    `proxy`: the worker's proxy VM, recorded in the proxy registry at each beat."""
     broker_url = str(app.conf.broker_url or "")
-    if not is_redis(broker_url):
-        if proxy is not None:
-            _register_when_ready(store, proxy)
-        return
     keepers: list[Keeper] = []
 
     def start(sender: Any, **_: Any) -> None:
-        broker = redis.Redis.from_url(broker_url)
+        broker = redis.Redis.from_url(broker_url) if is_redis(broker_url) else None
         keeper = Keeper(sender, broker, store, hold_every_s(visibility_timeout_s), proxy)
         keepers.append(keeper)
         keeper.start()
@@ -118,10 +121,3 @@ def install(
 
     signals.worker_ready.connect(start, weak=False)
     signals.worker_shutdown.connect(stop, weak=False)
-
-
-def _register_when_ready(store: StateStore, proxy: ProxyWorker) -> None:
-    def register(sender: Any, **_: Any) -> None:
-        proxy.register(store, sender.hostname)
-
-    signals.worker_ready.connect(register, weak=False)

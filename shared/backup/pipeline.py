@@ -16,6 +16,7 @@ from shared.backup.chain import KindChoice, choose_kind
 from shared.backup.context import DiskRef, JobContext
 from shared.backup.enqueue import selected_disks
 from shared.backup.manifests import build_manifest
+from shared.backup.retention import after_commit as apply_retention
 from shared.backup.step import JobStep
 from shared.engine.models import VmInfo
 from shared.guest import run_guest_command
@@ -140,7 +141,8 @@ def transfer(step: JobStep, disk_id: str) -> dict[str, Any]:
 
 
 def finalize(step: JobStep) -> dict[str, str]:
-    """Finish on the engine, commit the manifest (still holding the VM), drop what it obsoletes."""
+    """Finish on the engine, commit the manifest (still holding the VM), drop what it obsoletes,
+    then apply the policy's retention to the VM's backups."""
     step.journal.check_fence()
     request, store, context = step.request, step.store, step.context()
     repo, mode = step.repository(), mode_of(request)
@@ -154,6 +156,7 @@ def finalize(step: JobStep) -> dict[str, str]:
         repo.commit_manifest(manifest)
         mode.after_commit(run)
     step.journal.clear()
+    apply_retention(step, request.vm_id)  # never raises: a problem is a warning on the job
     warnings = step.journal.warnings()
     status = JobStatus.SUCCEEDED_WITH_WARNINGS if warnings else JobStatus.SUCCEEDED
     store.set_status(request.job_id, status)

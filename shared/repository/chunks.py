@@ -74,9 +74,18 @@ class ChunkStore:
             raise ValueError("zero chunks are not stored: record the index as absent instead")
         digest = digest_of(data)
         name = chunk_name(digest)
-        if not self.backend.exists(name):
+        if not self._refresh(name):
             self.backend.save(name, encode(data))
         return digest
+
+    def _refresh(self, name: str) -> bool:
+        """Whether the chunk is there. A backend that dates objects has it touched, so that
+        garbage collection sees it as in use now (`shared.repository.gc`): a chunk a running
+        job is about to reference is never older than that job."""
+        touch = getattr(self.backend, "touch", None)
+        if touch is None:
+            return self.backend.exists(name)
+        return bool(touch(name))
 
     def has(self, digest: str) -> bool:
         return self.backend.exists(chunk_name(digest))

@@ -101,6 +101,49 @@ class LocalBackend:
         except OSError as exc:
             raise _os_error("remove", name, self.location, exc) from exc
 
+    # Garbage collection (see shared.repository.gc): dates of objects, and removal that loses
+    # no race with a writer that touches the object at the same moment.
+
+    def touch(self, name: str) -> bool:
+        """Set the object's modification time to now; False when it does not exist."""
+        try:
+            os.utime(self._path(name))
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise _os_error("touch", name, self.location, exc) from exc
+        return True
+
+    def mtime(self, name: str) -> float:
+        try:
+            return self._path(name).stat().st_mtime
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(name, self.location) from exc
+
+    def remove_if_older(self, name: str, cutoff: float) -> bool:
+        """Remove the object unless it was written or touched at or after `cutoff`.
+
+        The object is first renamed aside (atomic: a writer's `touch` now fails and it saves
+        the object again), then its date is read from the renamed inode, which carries any
+        touch that came before the rename. A fresh object is linked back (unless a writer
+        already saved it again), a stale one unlinked. So no touch is ever lost."""
+        path = self._path(name)
+        aside = path.with_name(f"{_TMP_PREFIX}gc-{path.name}-{secrets.token_hex(6)}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise _os_error("remove", name, self.location, exc) from exc
+        try:
+            if os.stat(aside).st_mtime >= cutoff:
+                with contextlib.suppress(FileExistsError):
+                    os.link(aside, path)
+                return False
+            return True
+        finally:
+            _unlink_quietly(aside)
+
     def remove_stale_temporaries(self, older_than_s: float = 3600.0) -> int:
         """Delete temporary files that writers killed mid-save left behind; returns how many."""
         cutoff = time.time() - older_than_s

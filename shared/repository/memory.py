@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 from shared.repository.backend import check_name
@@ -14,6 +15,7 @@ class MemoryBackend:
 
     def __init__(self, label: str = "test") -> None:
         self._objects: dict[str, bytes] = {}
+        self._mtimes: dict[str, float] = {}
         self._lock = threading.Lock()
         self._location = f"memory://{label}"
 
@@ -25,6 +27,7 @@ class MemoryBackend:
         check_name(name)
         with self._lock:
             self._objects[name] = bytes(data)
+            self._mtimes[name] = time.time()
 
     def load(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         data = self._get(name)
@@ -47,6 +50,32 @@ class MemoryBackend:
         with self._lock:
             if self._objects.pop(name, None) is None:
                 raise ObjectNotFound(name, self._location)
+
+    def touch(self, name: str) -> bool:
+        with self._lock:
+            if name not in self._objects:
+                return False
+            self._mtimes[name] = time.time()
+            return True
+
+    def mtime(self, name: str) -> float:
+        with self._lock:
+            if name not in self._objects:
+                raise ObjectNotFound(name, self._location)
+            return self._mtimes[name]
+
+    def set_mtime(self, name: str, when: float) -> None:
+        """Tests: date an object as if written at `when`."""
+        with self._lock:
+            self._mtimes[name] = when
+
+    def remove_if_older(self, name: str, cutoff: float) -> bool:
+        with self._lock:
+            if name not in self._objects or self._mtimes[name] >= cutoff:
+                return False
+            del self._objects[name]
+            del self._mtimes[name]
+            return True
 
     def sync(self) -> None:
         return None

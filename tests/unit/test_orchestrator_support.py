@@ -46,11 +46,6 @@ REFUSED: dict[str, tuple[dict[str, Any], str, str]] = {
         "policy 'nightly': repository nfs://filer/backups: nfs:// repositories are not supported",
         "use a filesystem path",
     ),
-    "retention": (
-        {"retention": {"keep_days": 30}},
-        "policy 'nightly': retention is not applied yet: backups are never deleted",
-        "remove retention",
-    ),
 }
 EVERYTHING = {
     "mode": "disk_attachment",
@@ -111,11 +106,10 @@ def test_every_problem_in_one_message(world: World) -> None:
     with pytest.raises(ConfigError) as refused:
         world.service.put_policy(policy_body(**EVERYTHING))
     problems = refused.value.message.removeprefix("policy 'nightly': ").split("; ")
-    assert [p.split(" ")[0] for p in problems] == ["mode", "repository", "retention"]
+    assert [p.split(" ")[0] for p in problems] == ["mode", "repository"]  # retention landed
     hints = refused.value.hint.split("; ")
     assert hints[0] == "use mode image_transfer or ssh or auto"
     assert hints[1].startswith("use a filesystem path")
-    assert hints[2].startswith("remove retention")
 
 
 @pytest.mark.parametrize("mode", ["image_transfer", "auto"])
@@ -154,7 +148,7 @@ def test_mode_ssh_warns_when_no_host_has_credentials(world: World) -> None:
 
 
 def test_an_empty_retention_is_no_rule(world: World) -> None:
-    retention = {"keep_last": None, "keep_days": None}
+    retention = {"keep_last": None, "keep_daily": None}
     assert world.service.put_policy(policy_body(retention=retention))["policy"]["name"]
     assert world.service.run_policy("nightly")["refused"] == []
 
@@ -189,10 +183,10 @@ def test_the_api_answers_400_with_one_line(world: World) -> None:
         assert "\n" not in detail and "Traceback" not in detail
     assert client.get("/policies").json() == []
 
-    stored_by_an_older_version(world, retention={"keep_last": 3})
+    stored_by_an_older_version(world, mode="disk_attachment", backup={"type": "full"})
     assert [p["name"] for p in client.get("/policies").json()] == ["nightly"]
     run = client.post("/policies/nightly/run")
-    assert run.status_code == 400 and "retention is not applied yet" in run.json()["detail"]
+    assert run.status_code == 400 and "is not available" in run.json()["detail"]
 
 
 @pytest.fixture
@@ -218,7 +212,7 @@ def test_policy_apply_prints_the_refusal(cli_world: World, tmp_path: Path) -> No
     assert result.exit_code == 1
     [line] = result.output.splitlines()
     assert line.startswith("drover: error: policy 'nightly': mode disk_attachment is not")
-    assert "; retention is not applied yet" in line and "Traceback" not in line
+    assert "retention" not in line and "Traceback" not in line  # retention has landed
     assert cli_world.service.policies() == []
 
 
