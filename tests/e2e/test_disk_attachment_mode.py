@@ -10,13 +10,14 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench.fleet import register_lab_manager
+from lab.demo import proxy_worker
 from lab.processes import worker_process
 from lab.redis_server import redis_server
 from shared.repository.repository import Repository
@@ -40,20 +41,6 @@ def fit_proxies(lab: dict[str, Any], cluster: str) -> list[dict[str, Any]]:
     return [p for p in lab["proxies"] if p["cluster"] == cluster and p["virtio_scsi"]]
 
 
-def proxy_env(proxy: dict[str, Any], **extra: str) -> dict[str, str]:
-    return {"DROVER_PROXY__ROOT": proxy["root"], **extra}
-
-
-@contextmanager
-def proxy_worker(
-    redis_url: str, proxy: dict[str, Any], logs: Path, **env: str
-) -> Iterator[Any]:
-    queue = f"proxy.{proxy['cluster']}"
-    log = logs / f"{proxy['vm']}.log"
-    with worker_process(redis_url, log, queue, 1, proxy_env(proxy, **env), proxy=True) as w:
-        yield w
-
-
 @pytest.fixture(scope="module")
 def proxies(
     lab: dict[str, Any], redis_url: str, manager: str, tmp_path_factory: pytest.TempPathFactory
@@ -63,7 +50,7 @@ def proxies(
     chosen = {c: fit_proxies(lab, c)[0] for c in sorted({p["cluster"] for p in lab["proxies"]})}
     with ExitStack() as stack:
         for proxy in chosen.values():
-            stack.enter_context(proxy_worker(redis_url, proxy, logs))
+            stack.enter_context(proxy_worker(redis_url, proxy, logs / f"{proxy['vm']}.log"))
         yield chosen
 
 
@@ -201,11 +188,11 @@ def test_a_proxy_killed_mid_read_hands_the_job_to_another_proxy_of_its_cluster(
                 worker_process(broker, tmp_path / "control.log", CONTROL, 2, fast),
                 task_events(app) as events,
             ):
-                with proxy_worker(broker, first, tmp_path, **fast) as doomed:
+                with proxy_worker(broker, first, tmp_path / "first.log", fast) as doomed:
                     job_id = start_backup(app, store, manager, vm, ids, tmp_path / "repo", **MODE)
                     wait_for(lambda: reading(store, job_id), "the proxy to read", timeout_s=120)
                     os.killpg(doomed.pid, signal.SIGKILL)
-                with proxy_worker(broker, second, tmp_path, **fast):
+                with proxy_worker(broker, second, tmp_path / "second.log", fast):
                     job = wait_job(store, job_id, timeout_s=180)
         finally:
             close_app(app)
