@@ -24,7 +24,6 @@ from shared.backup.step import JobStateLost, JobStep
 from shared.errors import DroverError
 from shared.logging import bind_ids, get_logger
 from shared.modes import Leftovers, mode_of
-from shared.reaper import CANCELLED
 from shared.redact import redact
 from shared.state import FailOutcome, JobStatus, StateStore
 from workers.resources import connect_engine, repository, state_store
@@ -73,14 +72,9 @@ def cancelled(store: StateStore, job_id: str) -> bool:
     """Did the operator cancel the job? (False when Redis cannot say: the step's own error
     is what matters then.)"""
     try:
-        job = store.job(job_id)
+        return store.cancel_requested(job_id)  # one field, not the whole job
     except Exception:
         return False
-    if job is None:
-        return False
-    return job.status == JobStatus.CANCELLING or (
-        job.status == JobStatus.FAILED and job.error == CANCELLED
-    )
 
 
 def _may_retry(task: Task, error: Exception) -> bool:

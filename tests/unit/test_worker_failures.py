@@ -75,6 +75,10 @@ class FakeStore:
             engine_objects=dict(self.objects.get(job_id, {})),
         )
 
+    def cancel_requested(self, job_id: str) -> bool:
+        self._call("cancel_requested")
+        return False
+
     def set_status(self, job_id: str, status: JobStatus, error: str = "") -> None:
         self._call("set_status")
         job = self.jobs[job_id]
